@@ -1,0 +1,56 @@
+"""Every chapter follows the course's shape, so learners meet the same start and end.
+
+These checks read the notebooks as JSON; nbval (run by `pytest` over
+notebooks/) executes them.
+"""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_the_course_has_chapters():
+    assert NOTEBOOKS, "no notebooks found in notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_header_has_badges_colab_install_and_device_cell(path):
+    cells = load(path)["cells"]
+    first = source(cells[0])
+    assert f"colab.research.google.com/github/clip-from-scratch/clip-from-scratch/blob/main/notebooks/{path.name}" in first, \
+        "the first cell should carry an Open-in-Colab badge pointing at this very notebook"
+    assert "mybinder.org" in first and path.name in first, "the first cell should carry a Binder link"
+    code = [source(c) for c in cells if c["cell_type"] == "code"]
+    assert any('"google.colab" in sys.modules' in c and "pip install" in c for c in code[:2]), \
+        "the first code cell should install the package on Colab only"
+    assert any("pick_device()" in c and "FAST" in c for c in code[:3]), \
+        "an early code cell should pick the device and show the fast-mode flag"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_clean_of_outputs_and_errors(path):
+    for index, cell in enumerate(load(path)["cells"]):
+        if cell["cell_type"] == "code":
+            assert not any(o.get("output_type") == "error" for o in cell.get("outputs", [])), \
+                f"cell {index} stores an error output"
+            assert cell.get("outputs", []) == [], \
+                f"cell {index} stores outputs: clear them before committing (they go stale)"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("00_")], ids=lambda p: p.name)
+def test_chapter_ends_with_checked_exercises(path):
+    code = "\n".join(source(c) for c in load(path)["cells"] if c["cell_type"] == "code")
+    chapter = path.name[:2]
+    checks = re.findall(rf"exercises\.ch{chapter}|from clip_from_scratch\.exercises\.ch{chapter} import", code)
+    assert checks, f"{path.name} should check its exercises with clip_from_scratch.exercises.ch{chapter}"
