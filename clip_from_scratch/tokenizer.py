@@ -1,0 +1,392 @@
+"""CLIP's tokenizer: byte-level BPE, built from nothing, id-for-id with openai/clip.
+
+Text becomes ids in four steps::
+
+    "Hello  World!"  --clean-->  "hello world!"          (ftfy, html.unescape x2, collapse \\s, lower)
+                     --split-->  ["hello", "world", "!"]  (CLIP's pre-tokenizer regex)
+                     --bytes-->  each word as printable stand-ins for its UTF-8 bytes
+                     --BPE---->  [3306, 1002, 256]         (merges applied by rank)
+
+    >>> tokenize("Hello World!")[0, :5].tolist()
+    [49406, 3306, 1002, 256, 49407]
+
+One :class:`Tokenizer` class serves both CLIP's released vocabulary (49,408
+tokens, :func:`clip_tokenizer`) and the small BPE a learner trains on captions
+(:func:`train_bpe`, in ``bpe.py``). The vocabulary layout is always the same::
+
+    [256 byte symbols] [the same 256 + "</w>"] [one token per merge] [<|startoftext|>] [<|endoftext|>]
+
+so ``eot_token`` is the largest id (the text encoder finds it with argmax) and
+``sot_token`` the one before it.
+"""
+from __future__ import annotations
+
+import gzip
+import html
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import ftfy
+import regex
+import torch
+
+# ---------------------------------------------------------------------------------------------
+# 1. Bytes -> printable unicode characters
+
+
+@lru_cache()
+def bytes_to_unicode() -> dict[int, str]:
+    """A reversible map from the 256 byte values to 256 printable characters.
+
+    The 188 bytes that already print as a visible character (``!``..``~``,
+    ``¡``..``¬``, ``®``..``ÿ``) stand for themselves; the other 68 (space,
+    control bytes, ...) get ``chr(256 + n)`` in order, so a space becomes ``Ġ``.
+    BPE then works on strings of visible characters, and since every byte has
+    a symbol, no text is ever "unknown": an emoji is just four byte symbols.
+
+    >>> m = bytes_to_unicode(); m[ord("a")], m[ord(" ")], m[0]
+    ('a', 'Ġ', 'Ā')
+    """
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    byte_values, chars = printable[:], [chr(b) for b in printable]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            byte_values.append(b)
+            chars.append(chr(256 + n))
+            n += 1
+    return dict(zip(byte_values, chars))  # insertion order = vocabulary order
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Cleaning and pre-tokenizing
+
+# CLIP's pre-tokenizer. Alternatives, tried left to right at each position:
+#   <|startoftext|>, <|endoftext|>  the special tokens, kept whole
+#   's 't 're 've 'm 'll 'd         English contractions split off ("don't" -> "don", "'t")
+#   [\p{L}]+                        a run of letters in any script ("hello", "привет", "猫")
+#   [\p{N}]                         ONE digit (or other number character): "2024" -> 2 0 2 4
+#   [^\s\p{L}\p{N}]+                a run of everything else except whitespace: "!!", "😀", "-"
+# Whitespace is never part of a token: words are marked by "</w>" on their last symbol instead.
+PATTERN = (r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|"""
+           r"""[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""")
+_pattern = regex.compile(PATTERN, regex.IGNORECASE)
+_whitespace = regex.compile(r"\s+")
+SOT_TEXT, EOT_TEXT = "<|startoftext|>", "<|endoftext|>"
+
+
+def _needs_no_repair(text: str) -> bool:
+    """True when ftfy and html.unescape provably leave ``text`` unchanged.
+
+    For printable ASCII (U+0020..U+007E) without ``&`` every ftfy step is a
+    no-op: mojibake, C1 controls, ligatures, wide forms, curly quotes and
+    surrogates all need non-ASCII characters; line breaks, terminal escapes and
+    control characters need characters below U+0020 or U+007F; HTML entities
+    need ``&`` (and so does ``html.unescape``). Captions are mostly like this,
+    and ftfy is most of openai's tokenizing time, so skipping it pays.
+    """
+    return text.isascii() and text.isprintable() and "&" not in text
+
+
+def clean(text: str) -> str:
+    """Exactly openai/clip's cleaning: fix, unescape twice, strip, collapse whitespace, lower.
+
+    >>> clean("  Caf\\u00c3\\u00a9 &amp;amp;\\tMORE ")
+    'café & more'
+    """
+    if _needs_no_repair(text):
+        return " ".join(text.split()).lower()  # only " " is whitespace in printable ASCII
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return _whitespace.sub(" ", text).strip().lower()
+
+
+def pre_tokenize(text: str) -> list[str]:
+    """Split cleaned text into CLIP's words.
+
+    >>> pre_tokenize("don't panic, it's 2024!")
+    ['don', "'t", 'panic', ',', 'it', "'s", '2', '0', '2', '4', '!']
+    """
+    return _pattern.findall(text)
+
+
+def word_symbols(word: str) -> tuple[str, ...]:
+    """A word as its byte symbols, ``</w>`` glued to the last one (where BPE starts).
+
+    >>> word_symbols("cat"), word_symbols("é")
+    (('c', 'a', 't</w>'), ('Ã', '©</w>'))
+    """
+    byte_encoder = bytes_to_unicode()
+    chars = [byte_encoder[b] for b in word.encode("utf-8")]
+    chars[-1] += "</w>"
+    return tuple(chars)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The tokenizer: merges by rank, a word cache, decoding, padding to a context
+
+
+class Tokenizer:
+    """Byte-level BPE with CLIP's vocabulary layout, given its list of merges.
+
+    >>> tok = Tokenizer([("c", "a"), ("ca", "t</w>")])
+    >>> tok.vocab_size, tok.encode("cat cab"), tok.decode(tok.encode("cat cab"))
+    (516, [513, 512, 321], 'cat cab ')
+    """
+
+    def __init__(self, merges, cache_size: int = 200_000):
+        self.merges = [tuple(m) for m in merges]
+        symbols = list(bytes_to_unicode().values())
+        vocab = symbols + [s + "</w>" for s in symbols]
+        vocab += ["".join(m) for m in self.merges] + [SOT_TEXT, EOT_TEXT]
+        self.encoder = {token: i for i, token in enumerate(vocab)}
+        self.decoder = vocab  # id -> token string
+        self.bpe_ranks = {m: rank for rank, m in enumerate(self.merges)}
+        self.byte_encoder = bytes_to_unicode()
+        self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        self.sot_token = self.encoder[SOT_TEXT]
+        self.eot_token = self.encoder[EOT_TEXT]
+        self.cache_size = cache_size
+        self.cache: dict[str, list[int]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.decoder)
+
+    def __repr__(self):
+        return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)})"
+
+    # -- encoding ------------------------------------------------------------------------------
+    def bpe(self, symbols: tuple[str, ...]) -> list[str]:
+        """Merge the lowest-ranked adjacent pair until no pair is a merge.
+
+        >>> Tokenizer([("a", "b"), ("ab", "c</w>")]).bpe(("a", "b", "c</w>"))
+        ['abc</w>']
+        """
+        word = list(symbols)
+        ranks = self.bpe_ranks
+        while len(word) > 1:
+            best_rank, best = None, None
+            for pair in zip(word, word[1:]):
+                rank = ranks.get(pair)
+                if rank is not None and (best_rank is None or rank < best_rank):
+                    best_rank, best = rank, pair
+            if best is None:
+                break
+            first, second = best
+            merged, i = [], 0
+            while i < len(word):  # replace every occurrence, left to right
+                if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = merged
+        return word
+
+    def encode_word(self, word: str) -> list[int]:
+        """The ids of one pre-tokenized word (cached: captions repeat words a lot)."""
+        ids = self.cache.get(word)
+        if ids is None:
+            if word == SOT_TEXT or word == EOT_TEXT:
+                ids = [self.encoder[word]]  # like openai: typed-in specials become the specials
+            else:
+                ids = [self.encoder[s] for s in self.bpe(word_symbols(word))]
+            if len(self.cache) >= self.cache_size:
+                self.cache.clear()
+            self.cache[word] = ids
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids, without start/end tokens.
+
+        >>> clip_tokenizer().encode("a photo of a cat.")
+        [320, 1125, 539, 320, 2368, 269]
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        ids: list[int] = []
+        for word in _pattern.findall(clean(text)):
+            ids.extend(self.encode_word(word))
+        return ids
+
+    # -- decoding ------------------------------------------------------------------------------
+    def decode(self, ids) -> str:
+        """Ids -> text, the way openai/clip decodes: each ``</w>`` becomes one space.
+
+        So every word, punctuation included, is followed by a space, and
+        ``decode(encode(t))`` is the cleaned text re-spaced word by word:
+        ``"".join(w + " " for w in pre_tokenize(clean(t)))`` (no space follows a
+        typed-in ``<|endoftext|>``, which has no ``</w>``).
+        Bytes that are not valid UTF-8 (a word cut in the middle) become U+FFFD.
+
+        >>> tok = clip_tokenizer(); tok.decode(tok.encode("Hello, World!"))
+        'hello , world ! '
+        """
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        try:
+            text = "".join(self.decoder[i] for i in ids)
+        except (IndexError, TypeError):
+            bad = next(i for i in ids if not (isinstance(i, int) and 0 <= i < self.vocab_size))
+            raise ValueError(f"id {bad!r} is not in this vocabulary (ids run from 0 to "
+                             f"{self.vocab_size - 1}); was it made by another tokenizer?") from None
+        data = bytearray(self.byte_decoder[c] for c in text)
+        return data.decode("utf-8", errors="replace").replace("</w>", " ")
+
+    # -- batches -------------------------------------------------------------------------------
+    def tokenize(self, texts, context_length: int = 77, truncate: bool = False) -> torch.Tensor:
+        """Texts -> ``[N, context_length]`` long tensor: sot, ids, eot, zero padding.
+
+        Same ids, errors and truncation as openai/clip's ``clip.tokenize``.
+
+        >>> clip_tokenizer().tokenize(["1234 dogs"], context_length=8).tolist()
+        [[49406, 272, 273, 274, 275, 3255, 49407, 0]]
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        elif not hasattr(texts, "__iter__"):
+            raise TypeError(f"tokenize() takes a string or a list of strings, "
+                            f"got a {type(texts).__name__}: {texts!r}")
+        if context_length < 1:
+            raise ValueError(f"context_length must be at least 1, got {context_length}")
+        rows = []
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"tokenize() needs strings, but the text at position {position} "
+                                f"is a {type(text).__name__}: {text!r}. Convert it with str() "
+                                f"or drop it.")
+            tokens = [self.sot_token] + self.encode(text) + [self.eot_token]
+            if len(tokens) > context_length:
+                if not truncate:
+                    raise RuntimeError(f"Input {text} is too long for context length "
+                                       f"{context_length}")
+                tokens = tokens[:context_length]
+                tokens[-1] = self.eot_token
+            rows.append(tokens)
+        return _pad(rows, context_length)
+
+    __call__ = tokenize
+
+    # -- saving --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-safe form (strings and ints only), fit for ``torch.load(weights_only=True)``."""
+        return {"format": "clip_from_scratch.Tokenizer", "version": 1,
+                "merges": [" ".join(m) for m in self.merges]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Tokenizer":
+        if not isinstance(d, dict) or d.get("format") != "clip_from_scratch.Tokenizer":
+            raise ValueError("This is not a saved Tokenizer (expected a dict made by "
+                             "Tokenizer.to_dict(), with format 'clip_from_scratch.Tokenizer').")
+        merges = [tuple(m.split(" ")) for m in d.get("merges", [])]
+        if any(len(m) != 2 for m in merges):
+            raise ValueError("Each saved merge must be two symbols separated by one space.")
+        return cls(merges)
+
+
+def _pad(rows: list[list[int]], context_length: int) -> torch.Tensor:
+    """Rows of ids -> one zero-padded ``[N, context_length]`` tensor, filled in one scatter."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)  # [N]
+    flat = torch.tensor([i for r in rows for i in r], dtype=torch.long)  # [sum of lengths]
+    result = torch.zeros(len(rows), context_length, dtype=torch.long)  # [N, context]
+    mask = torch.arange(context_length) < lengths[:, None]  # [N, context], row-major = flat order
+    result[mask] = flat
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. CLIP's released vocabulary
+
+VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+# The sha256 pins the bytes; the file has not changed since CLIP's release.
+VOCAB_URL = f"https://raw.githubusercontent.com/openai/CLIP/main/clip/{VOCAB_FILE}"
+VOCAB_ENV_VAR = "CLIP_VOCAB"
+VOCAB_PACKAGES = ("clip", "open_clip")  # both ship the file beside their code
+NUM_CLIP_MERGES = 49152 - 256 - 2  # 48,894: lines 2..48,895 of the file
+
+
+def _packaged_vocab(packages=VOCAB_PACKAGES) -> Path | None:
+    """The vocabulary inside an installed clip / open_clip, found without importing them."""
+    for name in packages:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(folder) / VOCAB_FILE
+            if path.is_file():
+                return path
+    return None
+
+
+def clip_vocab_path(vocab_path=None, *, packages=VOCAB_PACKAGES, url: str = VOCAB_URL,
+                    cache_dir=None) -> Path:
+    """Where CLIP's ``bpe_simple_vocab_16e6.txt.gz`` is, downloading it once if needed.
+
+    Looks, in order, at: ``vocab_path``; ``$CLIP_VOCAB``; an installed ``clip``
+    or ``open_clip`` package; the course cache (``course.data_root()``);
+    and finally downloads it there from ``url``, checking its sha256.
+    """
+    explicit = vocab_path or os.environ.get(VOCAB_ENV_VAR)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            source = "vocab_path" if vocab_path else f"${VOCAB_ENV_VAR}"
+            raise FileNotFoundError(f"{source} points at {path}, which does not exist. Put CLIP's "
+                                    f"{VOCAB_FILE} there, or unset it to use the default.")
+        return path
+    found = _packaged_vocab(packages)
+    if found is not None:
+        return found
+    from .download import ChecksumError, DownloadError, download  # only off the happy path
+    if cache_dir is None:
+        from .course import data_root
+        cache_dir = data_root()
+    target = Path(cache_dir) / VOCAB_FILE
+    try:
+        return download(url, target, sha256=VOCAB_SHA256, progress=False)
+    except ChecksumError:
+        raise  # its message already says what to do
+    except DownloadError as err:
+        raise DownloadError(
+            f"CLIP's vocabulary file {VOCAB_FILE} is not installed and could not be downloaded "
+            f"({err}).\nTo fix: copy the file to {target.resolve()} "
+            f"(or set {VOCAB_ENV_VAR}=/path/to/{VOCAB_FILE}, or `pip install open_clip_torch`, "
+            f"which ships it). Its sha256 is {VOCAB_SHA256}.") from err
+
+
+def load_clip_merges(vocab_path=None) -> list[tuple[str, str]]:
+    """CLIP's 48,894 merges, in rank order, read from the released file."""
+    lines = gzip.open(clip_vocab_path(vocab_path)).read().decode("utf-8").split("\n")
+    return [tuple(line.split()) for line in lines[1:NUM_CLIP_MERGES + 1]]  # line 0: "#version"
+
+
+@lru_cache(maxsize=None)
+def clip_tokenizer(vocab_path=None) -> Tokenizer:
+    """CLIP's tokenizer with the released 49,408-token vocabulary (loaded once).
+
+    >>> tok = clip_tokenizer(); tok.vocab_size, tok.sot_token, tok.eot_token
+    (49408, 49406, 49407)
+    """
+    return Tokenizer(load_clip_merges(vocab_path))
+
+
+def tokenize(texts, context_length: int = 77, truncate: bool = False) -> torch.Tensor:
+    """openai/clip's ``clip.tokenize``: a string or a list -> ``[N, context_length]`` ids.
+
+    >>> tokenize(["a photo of a cat.", "1234 dogs"], context_length=9)
+    tensor([[49406,   320,  1125,   539,   320,  2368,   269, 49407,     0],
+            [49406,   272,   273,   274,   275,  3255, 49407,     0,     0]])
+    """
+    return clip_tokenizer().tokenize(texts, context_length=context_length, truncate=truncate)
+
+
+def train_bpe(texts, num_merges: int, **kwargs) -> Tokenizer:
+    """Train a byte-level BPE on ``texts`` (see :func:`clip_from_scratch.bpe.train_bpe`)."""
+    from .bpe import train_bpe as _train
+    return _train(texts, num_merges, **kwargs)
