@@ -52,5 +52,5 @@ def test_committed_clean_of_outputs_and_errors(path):
 def test_chapter_ends_with_checked_exercises(path):
     code = "\n".join(source(c) for c in load(path)["cells"] if c["cell_type"] == "code")
     chapter = path.name[:2]
-    checks = re.findall(rf"exercises\.ch{chapter}|from clip_from_scratch\.exercises\.ch{chapter} import", code)
+    checks = re.findall(rf"exercises\.ch{chapter}\b|from clip_from_scratch\.exercises import .*\bch{chapter}\b", code)
     assert checks, f"{path.name} should check its exercises with clip_from_scratch.exercises.ch{chapter}"

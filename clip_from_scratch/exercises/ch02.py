@@ -1,0 +1,111 @@
+"""Checks for chapter 02 (the text encoder). Each takes the learner's function, never raises.
+
+    >>> check_causal_mask(None)
+    [TODO] Not attempted yet: fill in the cell above and run this one again.
+    False
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import not_attempted, report
+
+
+def _run(fn, *args):
+    """(result, None), or (None, "[TODO]") for a placeholder, or (None, error message)."""
+    try:
+        result = fn(*args)
+    except Exception as err:  # noqa: BLE001 - any mistake in learner code is reported, not raised
+        return None, f"your function raised {type(err).__name__}: {err}"
+    if result is None:
+        not_attempted(None)
+        return None, "[TODO]"
+    return result, None
+
+
+def _attempt(fn, *args):
+    """Shared start of every check: (result, verdict or None when the result should be judged)."""
+    if not_attempted(fn):
+        return None, False
+    result, error = _run(fn, *args)
+    if error == "[TODO]":
+        return None, False
+    if error:
+        return None, report(False, "", error)
+    return result, None
+
+
+def check_causal_mask(causal_mask) -> bool:
+    """``causal_mask(n)`` -> ``[n, n]`` float mask to *add* to the scores: 0 where allowed, -inf above the diagonal."""
+    mask, verdict = _attempt(causal_mask, 4)
+    if verdict is not None:
+        return verdict
+    want = torch.full((4, 4), float("-inf")).triu(1)
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (4, 4):
+        return report(False, "", f"expected a [4, 4] tensor, got {getattr(mask, 'shape', type(mask).__name__)}")
+    if mask.dtype == torch.bool:
+        return report(False, "", "a boolean mask is fine for SDPA, but here we want the additive form: "
+                                 "0.0 where token i may look at token j, float('-inf') where it may not.")
+    if torch.equal(mask, want.T):
+        return report(False, "", "that is the transpose: row i is the query, so -inf must sit ABOVE "
+                                 "the diagonal (j > i, the future), try .triu(1).")
+    if not torch.equal(mask, want):
+        return report(False, "", f"expected\n{want}\ngot\n{mask}")
+    return report(True, "token i sees tokens 0..i; adding -inf makes softmax give the future weight 0.", "")
+
+
+def check_attention(attention) -> bool:
+    """``attention(q, k, v, causal)`` for ``[batch, heads, tokens, head_width]`` tensors."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=generator) for _ in range(3))
+    for causal in (False, True):
+        out, verdict = _attempt(attention, q, k, v, causal)
+        if verdict is not None:
+            return verdict
+        want = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if not isinstance(out, torch.Tensor) or out.shape != want.shape:
+            return report(False, "", f"expected shape {tuple(want.shape)}, got "
+                                     f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        if not torch.allclose(out, want, atol=1e-5):
+            unscaled = torch.softmax(q @ k.transpose(-2, -1), -1) @ v
+            if not causal and torch.allclose(out, unscaled, atol=1e-5):
+                return report(False, "", "close: divide the scores by sqrt(head_width) before the softmax.")
+            which = "with causal=True (mask the future before the softmax)" if causal else "with causal=False"
+            return report(False, "", f"differs from F.scaled_dot_product_attention {which}; "
+                                     f"largest difference {(out - want).abs().max():.3g}.")
+    return report(True, "softmax(q k^T / sqrt(d)) v, with and without the causal mask, matches SDPA.", "")
+
+
+def check_eot_pool(eot_pool) -> bool:
+    """``eot_pool(hidden [batch, tokens, width], tokens [batch, tokens])`` -> ``[batch, width]`` at each end-of-text."""
+    tokens = torch.tensor([[49406, 320, 1125, 49407, 0, 0], [49406, 2368, 49407, 0, 0, 0]])
+    hidden = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
+    pooled, verdict = _attempt(eot_pool, hidden, tokens)
+    if verdict is not None:
+        return verdict
+    want = hidden[torch.arange(2), tokens.argmax(-1)]
+    if not isinstance(pooled, torch.Tensor) or pooled.shape != want.shape:
+        return report(False, "", f"expected shape (2, 4): one row per caption")
+    if torch.equal(pooled, hidden[:, -1]):
+        return report(False, "", "that is the last position, which is padding here: take the row where "
+                                 "the end-of-text token (the largest id: argmax) sits.")
+    if not torch.equal(pooled, want):
+        return report(False, "", "not the end-of-text rows: find them with tokens.argmax(dim=-1).")
+    return report(True, "one row per caption, taken where its end-of-text token sits.", "")
+
+
+def check_longest_caption(longest_caption) -> bool:
+    """``longest_caption(tokens)`` -> int: how many positions the batch needs (last end-of-text index + 1)."""
+    tokens = torch.zeros(3, 77, dtype=torch.long)
+    for row, eot in enumerate([5, 11, 2]):
+        tokens[row, 0], tokens[row, 1:eot], tokens[row, eot] = 49406, 320, 49407
+    length, verdict = _attempt(longest_caption, tokens)
+    if verdict is not None:
+        return verdict
+    length = int(length) if isinstance(length, (int, torch.Tensor)) else length
+    if length == 11:
+        return report(False, "", "off by one: the end-of-text token at index 11 must be kept, so 12 positions.")
+    if length != 12:
+        return report(False, "", f"expected 12 (the longest caption ends at index 11), got {length}.")
+    return report(True, "12 of 77 positions: cutting there changes no output, and saves 84% of the work.", "")

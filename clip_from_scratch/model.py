@@ -1,0 +1,236 @@
+"""CLIP: an image encoder and a text encoder that meet in one embedding space.
+
+    >>> model = CLIP(CLIPConfig.preset("tiny"))
+    >>> images = torch.randn(2, 3, 64, 64)                              # [batch, 3, res, res]
+    >>> text = torch.tensor([[49406, 320, 49407], [49406, 321, 49407]])  # [batch, length]
+    >>> logits_per_image, logits_per_text = model(images, text)
+    >>> logits_per_image.shape                                          # [images, texts]
+    torch.Size([2, 2])
+
+``logits_per_image[i, j]`` is ``logit_scale.exp()`` times the cosine
+similarity of image i and caption j; training pushes the diagonal up.
+
+The module tree copies OpenAI's checkpoints, so ``state_dict()`` keys are
+theirs (``visual.conv1.weight``, ``transformer.resblocks.0.attn.in_proj_weight``,
+``logit_scale``, ...): the text tower's tensors sit at the top level (``CLIP``
+inherits them from ``TextEncoder``), the image tower's under ``visual.``.
+Every hyper-parameter can be read back off the tensor shapes:
+``CLIPConfig.from_state_dict(state_dict)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .text_encoder import TextEncoder
+from .vision_encoder import VisionEncoder
+
+# Entries of OpenAI's files that are not parameters (plain numbers kept beside the tensors).
+NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclass
+class CLIPConfig:
+    """Every number that shapes a CLIP model, with openai/clip's ``build_model`` names.
+
+    ``vision_heads`` defaults to ``vision_width // 64`` (at least 1), as in
+    CLIP. ``CLIPConfig.preset("ViT-B/32")`` gives a released architecture,
+    ``CLIPConfig.preset("tiny", vocab_size=300)`` a course one with changes.
+    """
+    embed_dim: int = 512
+    # vision
+    image_resolution: int = 224
+    vision_layers: int = 12
+    vision_width: int = 768
+    vision_patch_size: int = 32
+    # text
+    context_length: int = 77
+    vocab_size: int = 49408
+    transformer_width: int = 512
+    transformer_heads: int = 8
+    transformer_layers: int = 12
+    vision_heads: Optional[int] = None
+
+    def __post_init__(self):
+        if self.vision_heads is None:
+            self.vision_heads = max(1, self.vision_width // 64)
+        if isinstance(self.vision_layers, (tuple, list)):
+            raise ValueError("vision_layers is a tuple: that is a ResNet image encoder (RN50 ...); "
+                             "this course builds only the Vision Transformer (ViT) models")
+        for name in ("vision_width", "transformer_width"):
+            heads = self.vision_heads if name == "vision_width" else self.transformer_heads
+            if getattr(self, name) % heads:
+                raise ValueError(f"{name}={getattr(self, name)} must be divisible by its number of heads ({heads})")
+        if self.image_resolution % self.vision_patch_size:
+            raise ValueError(f"image_resolution={self.image_resolution} must be a multiple of "
+                             f"vision_patch_size={self.vision_patch_size}")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side: 224 px in 32 px patches -> a 7 x 7 grid."""
+        return self.image_resolution // self.vision_patch_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "CLIPConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> "CLIPConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; presets are: {', '.join(PRESETS)}")
+        if "vision_width" in changes:
+            changes.setdefault("vision_heads", None)  # recomputed as width // 64 unless given
+        return replace(PRESETS[name], **changes)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "CLIPConfig":
+        """Read the architecture off the tensor shapes (as openai/clip's ``build_model`` does).
+
+        Head counts are not stored in the shapes; CLIP always used width // 64.
+        """
+        if "visual.proj" not in state_dict:
+            if any(k.startswith("visual.layer1.") for k in state_dict):
+                raise ValueError("this checkpoint has a ResNet image encoder (RN50, RN101, RN50x4, ...). "
+                                 "This course builds only the Vision Transformer models (ViT-B/32, "
+                                 "ViT-B/16, ViT-L/14, ViT-L/14@336px): load one of those instead.")
+            raise ValueError("this does not look like a CLIP checkpoint: it has no 'visual.proj' tensor. "
+                             f"Its first keys are {list(state_dict)[:5]}")
+        try:
+            conv = state_dict["visual.conv1.weight"]  # [vision_width, 3, patch, patch]
+            grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+            text_width = state_dict["ln_final.weight"].shape[0]
+            return cls(
+                embed_dim=state_dict["text_projection"].shape[1],
+                image_resolution=conv.shape[-1] * grid,
+                vision_layers=_count_layers(state_dict, "visual.transformer.resblocks."),
+                vision_width=conv.shape[0],
+                vision_patch_size=conv.shape[-1],
+                context_length=state_dict["positional_embedding"].shape[0],
+                vocab_size=state_dict["token_embedding.weight"].shape[0],
+                transformer_width=text_width,
+                transformer_heads=max(1, text_width // 64),
+                transformer_layers=_count_layers(state_dict, "transformer.resblocks."),
+            )
+        except KeyError as err:
+            raise ValueError(f"this CLIP checkpoint lacks the tensor {err.args[0]!r}; "
+                             f"it is incomplete or from another model family") from None
+
+
+def _count_layers(state_dict: Mapping, prefix: str) -> int:
+    return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
+
+
+PRESETS: dict[str, CLIPConfig] = {
+    # OpenAI's released Vision Transformer models
+    "ViT-B/32": CLIPConfig(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12),
+    "ViT-B/16": CLIPConfig(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12),
+    "ViT-L/14": CLIPConfig(768, 224, 24, 1024, 14, 77, 49408, 768, 12, 12),
+    "ViT-L/14@336px": CLIPConfig(768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12),
+    # Course models that train on a laptop CPU. Few image tokens (a coarse 4 x 4
+    # grid) and narrow, shallow towers; pass vocab_size= for a course tokenizer.
+    "tiny": CLIPConfig(embed_dim=128, image_resolution=64, vision_layers=2, vision_width=128,
+                       vision_patch_size=16, context_length=77, vocab_size=49408,
+                       transformer_width=128, transformer_heads=2, transformer_layers=2),
+    "small": CLIPConfig(embed_dim=256, image_resolution=96, vision_layers=4, vision_width=256,
+                        vision_patch_size=16, context_length=77, vocab_size=49408,
+                        transformer_width=256, transformer_heads=4, transformer_layers=4),
+}
+
+
+class ArchitectureMismatchError(RuntimeError):
+    """A state dict whose tensors do not fit the model it is loaded into."""
+
+
+class CLIP(TextEncoder):
+    """CLIP with a ViT image encoder (``self.visual``) and a text encoder (inherited).
+
+    Attributes mirror openai/clip's model: ``visual``, ``transformer``,
+    ``token_embedding``, ``positional_embedding``, ``ln_final``,
+    ``text_projection``, ``logit_scale``, ``context_length``, ``vocab_size``,
+    ``dtype``; plus ``config``.
+    """
+
+    def __init__(self, config: CLIPConfig | str = "ViT-B/32"):
+        if isinstance(config, str):
+            config = CLIPConfig.preset(config)
+        super().__init__(context_length=config.context_length, vocab_size=config.vocab_size,
+                         width=config.transformer_width, heads=config.transformer_heads,
+                         layers=config.transformer_layers, embed_dim=config.embed_dim)
+        self.config = config
+        self.visual = VisionEncoder(image_resolution=config.image_resolution,
+                                    patch_size=config.vision_patch_size, width=config.vision_width,
+                                    layers=config.vision_layers, heads=config.vision_heads,
+                                    embed_dim=config.embed_dim)
+        for name in ("transformer", "token_embedding", "ln_final"):  # list tensors in OpenAI's order (cosmetic)
+            self._modules[name] = self._modules.pop(name)
+        # The temperature, learned in log space so it stays positive: exp(ln(1/0.07)) = 14.3 at start.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Images ``[batch, 3, res, res]`` (from ``preprocess``) -> features ``[batch, embed_dim]``."""
+        return self.visual(image)
+
+    # encode_text(text) comes from TextEncoder: ids [batch, length] -> [batch, embed_dim]
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image_features = F.normalize(self.encode_image(image), dim=-1)  # [images, embed_dim]
+        text_features = F.normalize(self.encode_text(text), dim=-1)     # [texts, embed_dim]
+        logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()  # [images, texts]
+        return logits_per_image, logits_per_image.t()
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict`` that accepts OpenAI's files and explains mismatches.
+
+        Drops the non-tensor entries OpenAI's files carry (``input_resolution``,
+        ``context_length``, ``vocab_size``); with ``strict=True``, raises
+        :class:`ArchitectureMismatchError` naming the missing and unexpected
+        tensors and every shape that differs. Tensors of another dtype (fp16)
+        are converted to the model's.
+        """
+        state_dict = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
+        if strict:
+            check_state_dict(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`ArchitectureMismatchError` unless ``state_dict`` fits ``model`` exactly."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+
+    def listing(title, items, limit=8):
+        more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
+        return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:limit]) + more
+
+    message = "the checkpoint does not fit this model's architecture."
+    if missing:
+        message += listing("missing from the checkpoint", missing)
+    if unexpected:
+        message += listing("unexpected in the checkpoint", unexpected)
+    if shapes:
+        message += listing("shape mismatches", shapes)
+    try:
+        message += f"\n  The checkpoint's own architecture is {CLIPConfig.from_state_dict(state_dict)}."
+    except ValueError:
+        pass
+    message += ("\n  Build the model from the file instead: CLIP(CLIPConfig.from_state_dict(state_dict)), "
+                "or use clip_from_scratch.load(path), which does that for you.")
+    raise ArchitectureMismatchError(message)

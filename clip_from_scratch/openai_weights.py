@@ -1,0 +1,158 @@
+"""OpenAI's released checkpoints: names, URLs, download, and file -> model.
+
+The same face as openai/clip::
+
+    import clip_from_scratch as clip
+    clip.available_models()          # ['ViT-B/32', 'ViT-B/16', 'ViT-L/14', 'ViT-L/14@336px']
+    model, preprocess = clip.load("ViT-B/32", device="cpu")
+    model, preprocess = clip.load("checkpoints/my_model.pt")   # a local file
+
+What ``load`` reads:
+
+* OpenAI's files: float16 TorchScript archives (``torch.jit.load(f).state_dict()``);
+* plain state dicts saved with ``torch.save`` (float16 or float32), or a dict
+  holding one under ``"state_dict"`` or ``"model"`` (the course's training
+  checkpoints, whose ``"model_config"`` then gives the exact architecture).
+
+The architecture is read off the tensor shapes (``CLIPConfig.from_state_dict``);
+the model comes back in float32, in eval mode, on ``device``.
+
+Only the Vision Transformer models are listed: the ResNet ones (RN50, ...)
+use a different image encoder that this course does not build, and asking
+for one says so.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Callable, Union
+
+import torch
+
+from .download import download
+from .model import CLIP, CLIPConfig
+from .transforms import eval_transform
+
+_BASE = "https://openaipublic.azureedge.net/clip/models"
+# name -> URL; the sha256 of each file is the folder name in its URL.
+_MODELS = {
+    "ViT-B/32": f"{_BASE}/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+    "ViT-B/16": f"{_BASE}/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
+    "ViT-L/14": f"{_BASE}/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+    "ViT-L/14@336px": f"{_BASE}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
+}
+# Released, but with a ResNet image encoder this course does not build.
+_RESNET_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read or is not a CLIP model."""
+
+
+def available_models() -> list[str]:
+    """Names ``load`` can download: OpenAI's Vision Transformer CLIP models."""
+    return list(_MODELS)
+
+
+def checkpoint_path(name: str, download_root: str | os.PathLike | None = None) -> Path:
+    """Where a released model is (or will be) cached: ``download_root`` or ``~/.cache/clip``."""
+    url = _MODELS[name]
+    root = Path(download_root) if download_root else Path("~/.cache/clip").expanduser()
+    return root / os.path.basename(url)
+
+
+def download_model(name: str, download_root: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Fetch a released checkpoint once (resumable, checked against the sha256 in its URL)."""
+    url = _MODELS[name]
+    sha256 = url.split("/")[-2]
+    return download(url, checkpoint_path(name, download_root), sha256=sha256, progress=progress)
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Read the tensors of a checkpoint file: ``(state_dict, model_config or None)``.
+
+    Handles TorchScript archives (OpenAI's format), ``torch.save``'d state
+    dicts, and dicts holding one under ``"state_dict"`` or ``"model"``.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        if _is_torchscript(path):
+            with warnings.catch_warnings():  # "torch.jit.load is deprecated": it is still how OpenAI's files open
+                warnings.simplefilter("ignore", FutureWarning)
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises a zoo of types for damaged files
+        raise CheckpointError(
+            f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}\nThe file is probably truncated or corrupt "
+            f"(an interrupted copy or download): delete it and fetch it again.") from err
+    model_config = None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                model_config = obj.get("model_config") if isinstance(obj.get("model_config"), dict) else None
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of CLIP tensors")
+    if all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj, model_config
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a ``code/`` folder; torch.save files have none."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def build_model(state_dict: dict[str, torch.Tensor], model_config: dict | None = None) -> CLIP:
+    """A float32 ``CLIP`` holding ``state_dict``, its architecture read off the shapes."""
+    config = CLIPConfig.from_dict(model_config) if model_config else CLIPConfig.from_state_dict(state_dict)
+    with torch.device("meta"):
+        model = CLIP(config)  # shapes only: no memory, no random init to throw away
+    # float32 copies become the parameters (copies: the caller's tensors stay the caller's)
+    state_dict = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, assign=True)
+    return model
+
+
+def load(name: str, device: Union[str, torch.device, None] = None, jit: bool = False,
+         download_root: str | None = None) -> tuple[CLIP, Callable]:
+    """Load a CLIP model: a released name (see ``available_models()``) or a checkpoint path.
+
+    Returns ``(model, preprocess)``: the float32 model in eval mode on
+    ``device`` (default: CUDA when available, else the CPU) and the transform
+    that turns a PIL image into the tensor the model takes.
+
+    ``jit=True`` (openai/clip's TorchScript model) is accepted and ignored,
+    with a warning: this package always returns its readable eager model,
+    which gives the same outputs. ``torch.compile(model)`` is the modern way
+    to make it faster.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if jit:
+        warnings.warn("jit=True is ignored: clip_from_scratch always returns its eager (non-TorchScript) "
+                      "model, which computes the same outputs; use torch.compile(model) for speed.",
+                      stacklevel=2)
+    if name in _MODELS:
+        path = download_model(name, download_root)
+    elif name in _RESNET_MODELS:
+        raise RuntimeError(f"{name} is a ResNet CLIP model; this course builds only the Vision Transformer "
+                           f"models: {available_models()}")
+    elif os.path.isfile(name):
+        path = name
+    else:
+        raise RuntimeError(f"Model {name} not found; available models = {available_models()}, "
+                           f"or pass the path to a checkpoint file")
+    try:
+        model = build_model(*read_state_dict(path))
+    except ValueError as err:  # from_state_dict: not a ViT CLIP checkpoint
+        raise CheckpointError(f"{path}: {err}") from None
+    return model.to(device).eval(), eval_transform(model.visual.input_resolution)

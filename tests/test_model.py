@@ -1,0 +1,191 @@
+"""The model's own behaviour: names, shapes, presets, the truncation trick, and its errors."""
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clip_from_scratch.layers import Attention, LayerNorm, QuickGELU
+from clip_from_scratch.model import PRESETS, ArchitectureMismatchError, CLIP, CLIPConfig
+
+TINY = CLIPConfig.preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return CLIP(TINY).eval()
+
+
+def test_state_dict_keys_and_shapes_are_openais():
+    config = CLIPConfig.preset("tiny", vision_width=192, vision_layers=3)
+    ours = CLIP(config).state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # clip-anytorch imports the deprecated pkg_resources
+        from clip.model import CLIP as OpenAICLIP
+    theirs = OpenAICLIP(**{k: v for k, v in config.to_dict().items() if k != "vision_heads"}).state_dict()
+    assert list(ours) == list(theirs)
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+
+
+def test_vit_b32_has_the_released_parameter_count():
+    with torch.device("meta"):  # shapes only
+        model = CLIP(CLIPConfig.preset("ViT-B/32"))
+    assert sum(p.numel() for p in model.parameters()) == 151_277_313
+    assert len(model.state_dict()) == 302
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_is_read_back_off_its_state_dict(name):
+    with torch.device("meta"):
+        model = CLIP(CLIPConfig.preset(name))
+    assert CLIPConfig.from_state_dict(model.state_dict()) == PRESETS[name]
+
+
+def test_preset_accepts_changes_and_rejects_unknown_names():
+    assert CLIPConfig.preset("tiny", vocab_size=300).vocab_size == 300
+    assert CLIPConfig.preset("ViT-B/32", vision_width=128).vision_heads == 2  # heads follow the new width
+    with pytest.raises(ValueError, match="ViT-B/32"):
+        CLIPConfig.preset("ViT-Z/99")
+
+
+def test_config_round_trips_through_a_dict():
+    config = CLIPConfig.preset("small", vision_heads=8)
+    assert CLIPConfig.from_dict(config.to_dict()) == config
+
+
+def test_resnet_state_dict_is_refused_with_an_explanation():
+    with pytest.raises(ValueError, match="ResNet"):
+        CLIPConfig.from_state_dict({"visual.layer1.0.conv1.weight": torch.zeros(1), "text_projection": torch.zeros(1, 1)})
+
+
+def test_logit_scale_starts_at_one_over_0_07(tiny_model):
+    assert math.isclose(tiny_model.logit_scale.exp().item(), 1 / 0.07, rel_tol=1e-6)
+
+
+def test_init_follows_clip(tiny_model):
+    width = TINY.transformer_width
+    block = tiny_model.transformer.resblocks[0]
+    assert tiny_model.token_embedding.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert tiny_model.positional_embedding.std().item() == pytest.approx(0.01, rel=0.1)
+    assert block.attn.in_proj_weight.std().item() == pytest.approx(width ** -0.5, rel=0.05)
+    proj_std = width ** -0.5 * (2 * TINY.transformer_layers) ** -0.5
+    assert block.mlp.c_proj.weight.std().item() == pytest.approx(proj_std, rel=0.05)
+
+
+def test_logits_are_scaled_cosine_similarities(tiny_model, random_captions):
+    images = torch.randn(3, 3, 64, 64)
+    text = random_captions(4)
+    with torch.no_grad():
+        logits_per_image, logits_per_text = tiny_model(images, text)
+        image_features = F.normalize(tiny_model.encode_image(images), dim=-1)
+        text_features = F.normalize(tiny_model.encode_text(text), dim=-1)
+    assert logits_per_image.shape == (3, 4)
+    torch.testing.assert_close(logits_per_text, logits_per_image.t())
+    torch.testing.assert_close(logits_per_image, (1 / 0.07) * image_features @ text_features.t())
+
+
+def test_cutting_the_batch_to_its_longest_caption_is_exact(tiny_model, random_captions):
+    text = random_captions(5, lengths=[3, 12, 7, 1, 9])  # longest: sot + 12 + eot = 14 tokens
+    with torch.no_grad():
+        # The long way: run all 77 positions through the transformer, then pool at end-of-text.
+        x = tiny_model.token_embedding(text) + tiny_model.positional_embedding
+        x = tiny_model.ln_final(tiny_model.transformer(x))
+        full_length = x[torch.arange(5), text.argmax(-1)] @ tiny_model.text_projection
+        assert torch.equal(tiny_model.encode_text(text), tiny_model.encode_text(text[:, :14]))
+        torch.testing.assert_close(tiny_model.encode_text(text), full_length, rtol=1e-5, atol=1e-5)
+
+
+def test_a_caption_does_not_depend_on_its_batch_mates(tiny_model, random_captions):
+    text = random_captions(2, lengths=[2, 40])
+    with torch.no_grad():
+        alone = tiny_model.encode_text(text[:1])
+        together = tiny_model.encode_text(text)[:1]
+    torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_matches_the_written_out_formula():
+    torch.manual_seed(0)
+    attention = Attention(width=32, heads=4)
+    nn_attention = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+    nn_attention.load_state_dict(attention.state_dict())
+    x = torch.randn(2, 6, 32)
+    mask = torch.full((6, 6), float("-inf")).triu(1)
+    with torch.no_grad():
+        torch.testing.assert_close(attention(x), nn_attention(x, x, x, need_weights=False)[0])
+        torch.testing.assert_close(attention(x, causal=True),
+                                   nn_attention(x, x, x, attn_mask=mask, need_weights=False)[0])
+
+
+def test_layernorm_computes_in_float32_and_returns_the_input_dtype():
+    norm = LayerNorm(8)
+    x = torch.randn(2, 8).half() * 300
+    out = norm(x)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, F.layer_norm(x.float(), (8,)).half())
+
+
+def test_quickgelu_is_x_sigmoid_1702x():
+    x = torch.linspace(-4, 4, 9)
+    torch.testing.assert_close(QuickGELU()(x), x * torch.sigmoid(1.702 * x))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 1, 64, 64), (2, 4, 64, 64), (3, 64, 64), (2, 3, 64, 48)])
+def test_images_of_the_wrong_size_or_channels_are_refused(tiny_model, shape):
+    with pytest.raises(ValueError, match=r"\[batch, 3, 64, 64\].*preprocess"):
+        tiny_model.encode_image(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("bad_id", [-1, 49408, 10**6])
+def test_token_ids_outside_the_vocabulary_are_refused(tiny_model, random_captions, bad_id):
+    text = random_captions(2)
+    text[1, 3] = bad_id
+    with pytest.raises(ValueError, match=r"\[0, 49408\)"):
+        tiny_model.encode_text(text)
+
+
+def test_captions_longer_than_the_context_are_refused(tiny_model):
+    with pytest.raises(ValueError, match="context length is 77"):
+        tiny_model.encode_text(torch.zeros(1, 78, dtype=torch.long))
+
+
+def test_float_token_ids_are_refused(tiny_model):
+    with pytest.raises(TypeError, match="integer token ids"):
+        tiny_model.encode_text(torch.zeros(1, 77))
+
+
+def test_state_dict_of_another_architecture_names_what_differs(tiny_model):
+    other = CLIP(CLIPConfig.preset("tiny", vision_layers=3, transformer_width=192)).state_dict()
+    del other["logit_scale"]
+    with pytest.raises(ArchitectureMismatchError) as error:
+        tiny_model.load_state_dict(other)
+    message = str(error.value)
+    assert "missing from the checkpoint (1):\n    logit_scale" in message
+    assert "unexpected in the checkpoint" in message and "visual.transformer.resblocks.2.ln_1.weight" in message
+    assert "positional_embedding: checkpoint (77, 192) vs model (77, 128)" in message
+    assert "transformer_width=192" in message  # the file's own architecture, read off its shapes
+
+
+def test_openai_extra_entries_are_ignored_when_loading(tiny_model):
+    state_dict = dict(tiny_model.state_dict(), input_resolution=torch.tensor(64), context_length=torch.tensor(77),
+                      vocab_size=torch.tensor(49408))
+    CLIP(TINY).load_state_dict(state_dict)
+
+
+def test_one_training_step_lowers_the_loss(random_captions):
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig.preset("tiny", vocab_size=1000))
+    images, text = torch.randn(4, 3, 64, 64), random_captions(4, vocab_size=1000)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    labels = torch.arange(4)
+    losses = []
+    for _ in range(3):
+        logits_per_image, logits_per_text = model(images, text)
+        loss = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(p.grad is not None for p in model.parameters())

@@ -1,0 +1,72 @@
+"""The exercise checks of chapters 02 and 03: right answers pass, typical mistakes get a hint, nothing raises."""
+import math
+
+import pytest
+import torch
+
+from clip_from_scratch.exercises import ch02, ch03
+
+
+def causal_mask(n):
+    return torch.full((n, n), float("-inf")).triu(1)
+
+
+def attention(q, k, v, causal):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        scores = scores + causal_mask(q.shape[-2])
+    return scores.softmax(-1) @ v
+
+
+def patchify(images, p):
+    b, c, h, w = images.shape
+    return images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)
+
+
+SOLUTIONS = {
+    ch02.check_causal_mask: causal_mask,
+    ch02.check_attention: attention,
+    ch02.check_eot_pool: lambda hidden, tokens: hidden[torch.arange(hidden.shape[0]), tokens.argmax(-1)],
+    ch02.check_longest_caption: lambda tokens: int(tokens.argmax(-1).max()) + 1,
+    ch03.check_sequence_length: lambda resolution, patch: (resolution // patch) ** 2 + 1,
+    ch03.check_patchify: patchify,
+    ch03.check_patch_embedding: lambda images, weight: patchify(images, weight.shape[-1]) @ weight.flatten(1).T,
+    ch03.check_add_class_token: lambda x, cls: torch.cat([cls.expand(x.shape[0], 1, -1), x], dim=1),
+}
+
+
+@pytest.mark.parametrize("check", list(SOLUTIONS), ids=lambda f: f.__name__)
+def test_worked_solution_passes(check, capsys):
+    assert check(SOLUTIONS[check]) is True
+    assert "[OK]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check", list(SOLUTIONS), ids=lambda f: f.__name__)
+def test_placeholder_and_none_say_todo(check, capsys):
+    assert check(None) is False
+    assert check(lambda *args: None) is False
+    assert capsys.readouterr().out.count("[TODO]") == 2
+
+
+@pytest.mark.parametrize("check", list(SOLUTIONS), ids=lambda f: f.__name__)
+def test_a_function_that_raises_is_reported_not_raised(check, capsys):
+    def broken(*args):
+        raise IndexError("oops")
+    assert check(broken) is False
+    assert "IndexError: oops" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, mistake, hint", [
+    (ch02.check_causal_mask, lambda n: causal_mask(n).T, "transpose"),
+    (ch02.check_causal_mask, lambda n: torch.ones(n, n).triu(1).bool(), "additive"),
+    (ch02.check_attention, lambda q, k, v, causal: (q @ k.transpose(-2, -1)).softmax(-1) @ v, "sqrt"),
+    (ch02.check_eot_pool, lambda hidden, tokens: hidden[:, -1], "largest id"),
+    (ch02.check_longest_caption, lambda tokens: int(tokens.argmax(-1).max()), "off by one"),
+    (ch03.check_sequence_length, lambda resolution, patch: (resolution // patch) ** 2, "class token"),
+    (ch03.check_patchify, lambda images, p: patchify(images, p).flip(-1), "another order"),
+    (ch03.check_add_class_token, lambda x, cls: torch.cat([x, cls.expand(x.shape[0], 1, -1)], 1), "FIRST"),
+])
+def test_typical_mistakes_get_a_hint(check, mistake, hint, capsys):
+    assert check(mistake) is False
+    out = capsys.readouterr().out
+    assert "[NOT YET]" in out and hint in out
