@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 
-from .tokenizer import EOT_TEXT, SOT_TEXT, Tokenizer, clean, pre_tokenize, word_symbols
+from .tokenizer import EOT_TEXT, SOT_TEXT, Tokenizer, clean, merge_word, pre_tokenize, word_symbols
 
 Pair = tuple[str, str]
 Word = tuple[str, ...]
@@ -53,26 +53,6 @@ def pair_counts(words: dict[Word, int]) -> Counter:
         for pair in zip(word, word[1:]):
             counts[pair] += freq
     return counts
-
-
-def merge_word(word: Word, pair: Pair) -> Word:
-    """Replace every occurrence of ``pair`` in ``word``, left to right.
-
-    >>> merge_word(("a", "a", "a", "b</w>"), ("a", "a"))
-    ('aa', 'a', 'b</w>')
-    >>> merge_word(("c", "a", "t", "c", "a", "t</w>"), ("c", "a"))
-    ('ca', 't', 'ca', 't</w>')
-    """
-    first, second = pair
-    merged, i = [], 0
-    while i < len(word):
-        if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
-            merged.append(first + second)
-            i += 2
-        else:
-            merged.append(word[i])
-            i += 1
-    return tuple(merged)
 
 
 def _best(counts) -> tuple[Pair, int]:

@@ -128,6 +128,26 @@ def word_symbols(word: str) -> tuple[str, ...]:
 # 3. The tokenizer: merges by rank, a word cache, decoding, padding to a context
 
 
+def merge_word(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    """Replace every occurrence of ``pair`` in ``word``, left to right.
+
+    >>> merge_word(("a", "a", "a", "b</w>"), ("a", "a"))
+    ('aa', 'a', 'b</w>')
+    >>> merge_word(("c", "a", "t", "c", "a", "t</w>"), ("c", "a"))
+    ('ca', 't', 'ca', 't</w>')
+    """
+    first, second = pair
+    merged, i = [], 0
+    while i < len(word):
+        if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
+            merged.append(first + second)
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return tuple(merged)
+
+
 class Tokenizer:
     """Byte-level BPE with CLIP's vocabulary layout, given its list of merges.
 
@@ -175,17 +195,8 @@ class Tokenizer:
                     best_rank, best = rank, pair
             if best is None:
                 break
-            first, second = best
-            merged, i = [], 0
-            while i < len(word):  # replace every occurrence, left to right
-                if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            word = merged
-        return word
+            word = merge_word(word, best)
+        return list(word)
 
     def encode_word(self, word: str) -> list[int]:
         """The ids of one pre-tokenized word (cached: captions repeat words a lot)."""
