@@ -8,9 +8,19 @@ embeds each prompt, and the normalised embeddings are averaged per class::
     W.shape                     # [embed_dim, 2]
 
 Stage 3 is a matrix product: ``logits = 100 * normalise(encode_image(x)) @ W``.
+
+Over a whole labelled test set, :func:`evaluate` does both stages and scores
+them (top-1/top-5, per-class accuracy, the confusion matrix)::
+
+    result = evaluate(model, cifar_dataset("cifar100", transform=preprocess), names, CIFAR_TEMPLATES)
+    print(result.table())
+
+``clip-from-scratch zeroshot`` wraps that for the command line
+(:func:`run_zeroshot_command`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -91,3 +101,238 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
     ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices   # [images, k]
     hits = ranked == labels[:, None]
     return {k: hits[:, :k].any(dim=1) for k in ks}
+
+
+# --- Evaluation: stage 3 over a whole test set ------------------------------------------------
+
+@dataclass
+class ZeroShotResult:
+    """What a zero-shot evaluation measured, with helpers to read it.
+
+    ``confusion[i, j]`` counts images of true class ``i`` predicted as ``j``
+    (top-1), so its diagonal holds the hits and each row sums to the number of
+    images of that class.
+    """
+    classnames: list[str]
+    confusion: torch.Tensor                      # [classes, classes] int64
+    topk: dict[int, float]                       # k -> fraction of images with the label in the k best
+    templates: list[str] = field(default_factory=list)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def top1(self) -> float:
+        return self.topk[1]
+
+    @property
+    def top5(self) -> float | None:
+        return self.topk.get(5)
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        return self.confusion.sum(dim=1)         # [classes] images per true class
+
+    @property
+    def per_class_accuracy(self) -> list[float | None]:
+        """Top-1 accuracy of each class; ``None`` for a class with no test images."""
+        hits, counts = self.confusion.diag(), self.class_counts
+        return [None if c == 0 else h / c for h, c in zip(hits.tolist(), counts.tolist())]
+
+    def most_confused(self, n: int = 10) -> list[tuple[str, str, int]]:
+        """The ``n`` largest off-diagonal cells: ``(true class, predicted as, images)``."""
+        off_diagonal = self.confusion.clone()
+        off_diagonal.fill_diagonal_(0)
+        counts, flat = off_diagonal.flatten().sort(descending=True, stable=True)
+        num_classes = len(self.classnames)
+        return [(self.classnames[i // num_classes], self.classnames[i % num_classes], int(c))
+                for c, i in zip(counts.tolist()[:n], flat.tolist()[:n]) if c > 0]
+
+    def table(self, worst: int = 5) -> str:
+        """A plain-text report: overall accuracy, the weakest classes, the most confused pairs."""
+        lines = [f"images: {self.num_images}   classes: {len(self.classnames)}   "
+                 f"templates: {len(self.templates) or '?'}"]
+        lines += [f"top-{k} accuracy: {100 * v:6.2f}%" for k, v in sorted(self.topk.items())]
+        scored = [(a, name) for a, name in zip(self.per_class_accuracy, self.classnames) if a is not None]
+        if scored:
+            lines.append("weakest classes (top-1):")
+            lines += [f"  {name:>20s}: {100 * a:6.2f}%" for a, name in sorted(scored)[:worst]]
+        pairs = self.most_confused(worst)
+        if pairs:
+            lines.append("most confused (true -> predicted: images):")
+            lines += [f"  {t:>20s} -> {p}: {c}" for t, p, c in pairs]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: every figure, plus the confusion matrix as nested lists."""
+        return {
+            "num_images": self.num_images,
+            "classnames": list(self.classnames),
+            "templates": list(self.templates),
+            "top1": self.top1,
+            "top5": self.top5,
+            "topk": {str(k): v for k, v in self.topk.items()},
+            "per_class_accuracy": dict(zip(self.classnames, self.per_class_accuracy)),
+            "most_confused": [list(p) for p in self.most_confused(20)],
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def zero_shot_metrics(logits: torch.Tensor, labels: torch.Tensor, classnames: Sequence[str],
+                      ks: Sequence[int] = (1, 5), templates: Sequence[str] = ()) -> ZeroShotResult:
+    """Accuracy figures from logits ``[images, classes]`` and true labels ``[images]``.
+
+    >>> r = zero_shot_metrics(torch.tensor([[2., 1.], [2., 1.]]), torch.tensor([0, 1]), ["cat", "dog"], ks=(1,))
+    >>> r.top1, r.per_class_accuracy, r.most_confused()
+    (0.5, [1.0, 0.0], [('dog', 'cat', 1)])
+    """
+    num_classes = len(classnames)
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ValueError(f"logits have shape {tuple(logits.shape)}, expected [images, {num_classes}] "
+                         f"for {num_classes} class names")
+    labels = torch.as_tensor(labels).long().cpu()
+    logits = logits.cpu()
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"{logits.shape[0]} rows of logits but labels have shape {tuple(labels.shape)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (one per class name), "
+                         f"got {int(labels.min())}..{int(labels.max())}")
+    ks = [k for k in ks if k <= num_classes] or [1]  # top-5 of 3 classes is meaningless
+    correct = topk_correct(logits, labels, ks)
+    predicted = logits.argmax(dim=1)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    count = max(len(labels), 1)
+    topk = {k: float(hit.sum()) / count for k, hit in correct.items()}
+    return ZeroShotResult(list(classnames), confusion, topk, list(templates))
+
+
+@torch.no_grad()
+def encode_images(model, images, batch_size: int = 128, device=None,
+                   progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode a whole test set: ``(features [N, embed_dim] float32 on the CPU, labels [N])``.
+
+    ``images`` is a dataset or DataLoader of ``(image tensor, label)``, or a
+    pair of tensors ``(images [N, 3, H, W], labels [N])``.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    if isinstance(images, (tuple, list)) and len(images) == 2 and torch.is_tensor(images[0]):
+        images = torch.utils.data.TensorDataset(images[0], torch.as_tensor(images[1]))
+    if not isinstance(images, torch.utils.data.DataLoader):
+        images = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False)
+    dtype = next(model.parameters()).dtype  # fp16 weights want fp16 pixels
+    features, labels = [], []
+    for pixels, label in tqdm(images, desc="images", disable=not progress, leave=False):
+        features.append(model.encode_image(pixels.to(device, dtype)).float().cpu())
+        labels.append(torch.as_tensor(label))
+    if not features:
+        raise ValueError("the test set is empty: there are no images to classify")
+    return torch.cat(features), torch.cat(labels)
+
+
+def evaluate(model, images, classnames: Sequence[str], templates: Sequence[str] = CIFAR_TEMPLATES,
+             tokenizer=None, classifier: torch.Tensor | None = None, batch_size: int = 128,
+             device=None, ks: Sequence[int] = (1, 5), progress: bool = True) -> ZeroShotResult:
+    """Zero-shot accuracy of ``model`` on a labelled image set: stages 2 and 3 end to end.
+
+    Builds the classifier from ``classnames`` x ``templates`` (unless one is
+    given), encodes every image, and scores the logits: top-1/top-5, per-class
+    accuracy and the confusion matrix (see :class:`ZeroShotResult`)::
+
+        test = cifar_dataset("cifar100", transform=preprocess)
+        result = evaluate(model, test, classnames(test))
+        print(result.table())
+    """
+    if isinstance(classnames, str) or len(classnames) == 0:
+        raise ValueError("classnames must be a non-empty list of class names, e.g. ['cat', 'dog']")
+    if classifier is None:
+        classifier = zero_shot_classifier(model, classnames, templates, tokenizer,
+                                          device=device, progress=progress)
+    elif classifier.shape[1] != len(classnames):
+        raise ValueError(f"the classifier has {classifier.shape[1]} columns but there are "
+                         f"{len(classnames)} class names: build it from the same list")
+    features, labels = encode_images(model, images, batch_size, device, progress)
+    logits = zero_shot_logits(features, classifier.float().cpu())    # [images, classes]
+    return zero_shot_metrics(logits, labels, classnames, ks, templates)
+
+
+# --- The `clip-from-scratch zeroshot` command ---------------------------------------------------
+
+def add_zeroshot_arguments(parser) -> None:
+    """The options of ``clip-from-scratch zeroshot`` (cli.py adds the subcommand)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
+    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
+    parser.add_argument("--dataset", default="cifar100", choices=["cifar100", "cifar10", "shapes"])
+    parser.add_argument("--templates", default="ensemble", choices=sorted(TEMPLATES),
+                        help="one prompt ('a photo of a {}.') or the paper's 18-prompt ensemble")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data-root", default=None, help="where CIFAR lives (default: data/ or $CLIP_DATA)")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--output", default=None,
+                        help="JSON file for the results (default: zeroshot_<dataset>_<templates>.json)")
+
+
+def load_for_zeroshot(args, device):
+    """``(model, preprocess, tokenizer)`` from ``--checkpoint`` or ``--weights``."""
+    if args.weights:
+        import os
+        from .openai_weights import available_models, load
+        from .tokenizer import tokenize
+        if not os.path.isfile(args.weights) and args.weights not in available_models():
+            raise ValueError(f"--weights {args.weights!r} is neither a file nor a released model: give a "
+                             f"path to a .pt file or one of {available_models()}")
+        model, preprocess = load(args.weights, device=device)
+        return model, preprocess, tokenize
+    from functools import partial
+    from .checkpoint import load_checkpoint
+    from .transforms import eval_transform
+    model, tokenizer = load_checkpoint(args.checkpoint, device=device)
+    # The run's own BPE, padded to the run's own context length (often shorter than CLIP's 77).
+    tokenizer = partial(tokenizer.tokenize, context_length=model.config.context_length)
+    return model, eval_transform(model.config.image_resolution), tokenizer
+
+
+def _test_set(args, model, preprocess):
+    """``(images, classnames, dataset name)`` for the chosen ``--dataset``."""
+    if args.dataset == "shapes":
+        from .data import shapes
+        spread = shapes.SPREAD
+        if args.checkpoint:  # draw test scenes the way the run drew its training scenes
+            from .checkpoint import read_checkpoint
+            spread = read_checkpoint(args.checkpoint).get("train_config", {}).get("spread", spread)
+        test = shapes.zeroshot_set(size=args.limit or 600, resolution=model.config.image_resolution,
+                                   spread=spread)
+        return (shapes.to_float(test["images"]), test["labels"]), test["classnames"]
+    from .data import cifar
+    test = cifar.cifar_dataset(args.dataset, train=False, root=args.data_root, transform=preprocess)
+    names = cifar.classnames(test)
+    if args.limit:
+        test = torch.utils.data.Subset(test, range(min(args.limit, len(test))))
+    return test, names
+
+
+def run_zeroshot_command(args) -> ZeroShotResult:
+    """Run ``clip-from-scratch zeroshot``: print the table and write the JSON; return the result."""
+    import json
+    from pathlib import Path
+    from .course import pick_device
+    device = pick_device(args.device)
+    model, preprocess, tokenizer = load_for_zeroshot(args, device)
+    model.eval()
+    images, names = _test_set(args, model, preprocess)
+    templates = TEMPLATES[args.templates]
+    result = evaluate(model, images, names, templates, tokenizer, batch_size=args.batch_size, device=device)
+    source = args.weights or args.checkpoint
+    print(f"zero-shot {args.dataset} with {source} ({args.templates} prompts)")
+    if args.dataset == "shapes":
+        print("note: shapes is the course's offline stand-in data, not a real benchmark")
+    print(result.table())
+    output = Path(args.output or f"zeroshot_{args.dataset}_{args.templates}.json")
+    record = {"dataset": args.dataset, "source": str(source), "template_set": args.templates, **result.to_dict()}
+    output.write_text(json.dumps(record, indent=1))
+    print(f"results written to {output}")
+    return result

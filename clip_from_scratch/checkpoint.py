@@ -1,0 +1,93 @@
+"""Checkpoint files: written atomically, read without unpickling arbitrary code.
+
+A checkpoint is one ``torch.save`` of a plain dict (tensors, numbers, strings,
+lists, dicts): ``torch.load(path, weights_only=True)`` reads it, so opening a
+file from the internet cannot run code. Configs are stored as dicts and RNG
+states as tensors for that reason. Keys::
+
+    model          CLIP state_dict (OpenAI's tensor names)
+    model_config   CLIPConfig as a dict
+    tokenizer      Tokenizer.to_dict() (the BPE trained for this run)
+    step           optimisation steps done
+    optimizer      AdamW state_dict
+    scaler         GradScaler state_dict (fp16 runs) or None
+    train_config   TrainConfig as a dict
+    rng            {"torch": ByteTensor, "cuda": [ByteTensor, ...]}
+    history        {"step": [...], "loss": [...], "logit_scale": [...], "lr": [...]}
+    evals          {"step": [...], "zeroshot_top1": [...]}
+
+    >>> model, tokenizer = load_checkpoint("runs/shapes/checkpoint.pt")   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = "clip_from_scratch.checkpoint"
+REQUIRED_KEYS = ("model", "model_config", "tokenizer", "step")
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file, then ``os.replace``.
+
+    A crash or Ctrl-C while writing leaves the previous checkpoint intact,
+    never a half-written file under the real name.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """The checkpoint's dict, loaded with ``weights_only=True``, with clear errors."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: train one with `clip-from-scratch pretrain "
+                                f"--out {path.parent}` or check the path")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # pickle errors, truncated zip archives, ...
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). "
+                         "Was the copy interrupted? Train again or use another file.") from None
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a clip_from_scratch training checkpoint: it lacks {missing}. "
+                         "Released OpenAI weights load with clip_from_scratch.load() instead.")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """``(model, tokenizer)`` from a training checkpoint, the model in eval mode on ``device``.
+
+    The tokenizer is the run's own BPE; call it with the model's context length::
+
+        tokens = tokenizer(["a red circle"], context_length=model.config.context_length)
+    """
+    from .model import CLIP, CLIPConfig
+    from .tokenizer import Tokenizer
+
+    state = read_checkpoint(path, device)
+    model = CLIP(CLIPConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    tokenizer = Tokenizer.from_dict(state["tokenizer"])
+    return model.to(device).eval(), tokenizer
+
+
+def rng_state() -> dict:
+    """Every random number generator training uses, as tensors (weights_only-safe)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

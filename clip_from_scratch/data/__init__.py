@@ -1,0 +1,1 @@
+"""Datasets for the course. ``shapes`` works offline: a stand-in for COCO, drawn on the fly."""

@@ -1,0 +1,198 @@
+"""CIFAR-10 and CIFAR-100 through torchvision, with readable class names.
+
+CLIP's zero-shot test sets. torchvision knows the files and their md5
+digests; this module adds what a course needs around it::
+
+    test = cifar_dataset("cifar100", train=False, transform=preprocess)
+    classnames(test)[:3]        # ['apple', 'aquarium fish', 'baby']
+
+* the archive is fetched with the course's downloader (resumable, checked
+  against torchvision's md5, atomic), and torchvision then verifies and
+  extracts it: the integrity check always stays on;
+* when the download fails (no internet, or the Toronto server being slow,
+  which happens), :class:`CIFARUnavailable` says so and says where to put
+  ``cifar-100-python.tar.gz`` by hand;
+* class names come with spaces, not underscores (``aquarium_fish`` ->
+  ``aquarium fish``), ready for prompts.
+
+:func:`write_cifar_archive` writes files in CIFAR's real on-disk format
+(pickled batches in a tar.gz). The tests build tiny fixtures with it, and
+offline notebooks build stand-in data with it. Data written that way is NOT
+CIFAR, and accuracy on it means nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from ..course import data_root
+from ..download import DownloadError, download
+
+DATASETS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+#: The class names in label order, as torchvision reads them from the files' ``meta``.
+#: Kept here too so offline code (and a model's classifier) needs no download.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm")
+CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
+
+
+class CIFARUnavailable(RuntimeError):
+    """CIFAR is not on disk and could not be downloaded."""
+
+
+def dataset_class(name: str):
+    """``"cifar100"`` -> ``torchvision.datasets.CIFAR100`` (case and dashes ignored)."""
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {sorted(DATASETS)}")
+    return DATASETS[key]
+
+
+def readable(name: str) -> str:
+    """``'aquarium_fish'`` -> ``'aquarium fish'``: prompts read like English."""
+    return name.replace("_", " ")
+
+
+def classnames(dataset_or_name) -> list[str]:
+    """Readable class names of a CIFAR dataset object, or of ``"cifar10"``/``"cifar100"``.
+
+    >>> classnames("cifar100")[1]
+    'aquarium fish'
+    """
+    if isinstance(dataset_or_name, str):
+        names = CLASSES[dataset_class(dataset_or_name).__name__.lower()]
+    else:
+        names = dataset_or_name.classes
+    return [readable(name) for name in names]
+
+
+def cifar_dataset(name: str = "cifar100", train: bool = False, root: str | os.PathLike | None = None,
+                  transform=None, download_missing: bool = True, url: str | None = None,
+                  progress: bool = True):
+    """The torchvision CIFAR dataset, fetched into ``root`` (default ``course.data_root()``) if needed.
+
+    Items are ``(PIL image or transform(image), label)``. ``url`` overrides
+    the download address (a mirror, or a local test server); the md5 that
+    must match is always torchvision's.
+    """
+    cls = dataset_class(name)
+    root = Path(root) if root is not None else data_root()
+    archive = root / cls.filename
+    try:
+        return cls(str(root), train=train, transform=transform, download=False)
+    except RuntimeError:
+        pass  # not extracted yet (or damaged): fetch / extract below
+    if not download_missing and not archive.exists():
+        raise CIFARUnavailable(_manual_hint(cls, root, "it is not on disk and downloading is off"))
+    try:
+        download(url or cls.url, archive, md5=cls.tgz_md5, progress=progress)
+    except DownloadError as err:
+        raise CIFARUnavailable(_manual_hint(cls, root, f"the download failed ({err})")) from err
+    # torchvision checks the archive's md5 again, extracts it, and checks every extracted file.
+    return cls(str(root), train=train, transform=transform, download=True)
+
+
+def _manual_hint(cls, root: Path, why: str) -> str:
+    return (f"{cls.__name__} is not available: {why}.\n"
+            f"The CIFAR server ({cls.url}) is slow or unreachable at times. Either run the same "
+            f"command again (a partial download resumes), or download {cls.filename} elsewhere "
+            f"(md5 {cls.tgz_md5}) and put it at {(root / cls.filename).resolve()}; it is then "
+            f"verified and extracted on the next run. Set CLIP_DATA to use another data folder.")
+
+
+# --- CIFAR's on-disk format, for fixtures and offline stand-ins ---------------------------------
+
+def write_cifar_archive(path: str | os.PathLike, name: str, train_images: np.ndarray,
+                        train_labels, test_images: np.ndarray, test_labels,
+                        classes=None) -> dict[str, str]:
+    """Write a ``.tar.gz`` laid out exactly like the real CIFAR archive; return md5 per member.
+
+    Images are uint8 ``[N, 32, 32, 3]``. CIFAR-10 gets ``data_batch_1..5``
+    (the training images split across them), ``test_batch`` and
+    ``batches.meta``; CIFAR-100 gets ``train``, ``test`` and ``meta``, with
+    coarse labels set to 0. The returned md5s are what a test must give
+    torchvision's integrity check, since these are not the real files.
+    """
+    cls = dataset_class(name)
+    is_100 = cls is CIFAR100
+    classes = list(classes if classes is not None else CLASSES["cifar100" if is_100 else "cifar10"])
+
+    def batch(images, labels, label):
+        images = np.asarray(images, dtype=np.uint8)
+        # CIFAR rows are channel-major: 1024 red values, then green, then blue.
+        rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32)
+        entry = {"batch_label": label, "data": rows, "filenames": [f"{i}.png" for i in range(len(images))]}
+        if is_100:
+            entry.update(fine_labels=[int(x) for x in labels], coarse_labels=[0] * len(images))
+        else:
+            entry["labels"] = [int(x) for x in labels]
+        return entry
+
+    members = {}
+    if is_100:
+        members["train"] = batch(train_images, train_labels, "training batch 1 of 1")
+        members["test"] = batch(test_images, test_labels, "testing batch 1 of 1")
+        members["meta"] = {"fine_label_names": classes, "coarse_label_names": ["all"]}
+    else:
+        splits = np.array_split(np.arange(len(train_images)), 5)
+        for i, index in enumerate(splits, start=1):
+            members[f"data_batch_{i}"] = batch(np.asarray(train_images)[index],
+                                               np.asarray(train_labels)[index], f"training batch {i} of 5")
+        members["test_batch"] = batch(test_images, test_labels, "testing batch 1 of 1")
+        members["batches.meta"] = {"label_names": classes, "num_cases_per_batch": 10000, "num_vis": 3072}
+
+    digests = {}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for member, content in members.items():
+            data = pickle.dumps(content, protocol=2)
+            digests[member] = hashlib.md5(data).hexdigest()
+            info = tarfile.TarInfo(f"{cls.base_folder}/{member}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return digests
+
+
+class RandomImages(torch.utils.data.Dataset):
+    """NOT CIFAR: random 32x32 images under CIFAR's class names, for runs without the data.
+
+    It has the face the seed example uses (``classes``, ``data[i] ->
+    (PIL image, label)``), so code written for torchvision's dataset runs on
+    it offline. Labels are random too: any accuracy measured on it is chance.
+    """
+
+    def __init__(self, name: str = "cifar100", size: int = 10000, seed: int = 0, transform=None):
+        self.classes = list(CLASSES[dataset_class(name).__name__.lower()])
+        self.size, self.seed, self.transform = size, seed, transform
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} out of range for {self.size} images")
+        rng = np.random.default_rng([self.seed, index])   # image i is the same whatever came before
+        image = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        label = int(rng.integers(len(self.classes)))
+        return (self.transform(image) if self.transform else image), label

@@ -1,0 +1,245 @@
+"""Shapes: a tiny, offline stand-in for COCO captions, drawn on the fly.
+
+**This is not COCO.** It is a procedurally generated set of scenes (coloured
+shapes of several sizes at several positions on a plain, slightly noisy
+background) with template captions, so that every part of CLIP can be trained
+and tested in minutes on a laptop CPU with no download. Everything is
+deterministic: image ``i`` of a split with a given seed is always the same,
+whatever the dataset size or resolution.
+
+    >>> data = ShapesDataset(4, resolution=32, seed=0)
+    >>> image, caption = data[0]          # uint8 [3, 32, 32], a str
+    >>> images, captions = data.tensors() # uint8 [4, 3, 32, 32], 4 strs
+
+Zero-shot. A few colour x shape combinations (``HELD_OUT``) never appear in
+the training split. The ``"zeroshot"`` split holds only those, one shape per
+image, each labelled with its index in ``CLASSNAMES`` (all 30 combinations,
+e.g. ``"red circle"``). Classifying them with prompts such as
+``"a photo of a red circle."`` (``TEMPLATES``) measures whether the model
+learnt *red* and *circle* separately, not just the pairs it saw.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+#: Colour names and their RGB values (far apart, so a 32-pixel image can tell them).
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (30, 70, 230),
+    "yellow": (240, 220, 30),
+    "purple": (140, 40, 190),
+    "pink": (250, 110, 190),
+}
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+SIZES = ("small", "large")
+#: Background names and RGB values; shapes are never drawn on a background too close to them.
+BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15), "gray": (128, 128, 128)}
+
+#: Colour x shape pairs kept out of training: every colour once, every shape at least once.
+HELD_OUT = (("red", "circle"), ("green", "triangle"), ("blue", "cross"),
+            ("yellow", "square"), ("purple", "diamond"), ("pink", "triangle"))
+CLASSES = tuple((colour, shape) for colour in COLOURS for shape in SHAPES)
+CLASSNAMES = tuple(f"{colour} {shape}" for colour, shape in CLASSES)
+#: Indices into CLASSNAMES of the held-out pairs (the labels of the "zeroshot" split).
+HELD_OUT_LABELS = tuple(CLASSES.index(pair) for pair in HELD_OUT)
+#: Prompt templates for zero-shot classification with shapes class names.
+TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "a {}.", "a picture of a {}.")
+
+# The ways a caption may describe one object or a whole scene ({obj} = "[size ]colour shape").
+PHRASINGS = (
+    "a {obj}.",
+    "a photo of a {obj}.",
+    "a drawing of a {obj}.",
+    "a picture of a {obj} on a {background} background.",
+    "a {obj} {position}.",
+    "there is a {obj} {position}.",
+    "a {obj} on a {background} background.",
+)
+# Some captions name only one attribute. They teach "red" and "circle" apart from each
+# other, which is what lets the model name pairs it never saw together.
+PARTIAL_PHRASINGS = ("a {colour} shape.", "a {size} {colour} shape.", "a {shape}.", "a {size} {shape}.")
+#: Default distance from the centre a shape may sit (0 centred .. 1 anywhere it fits): near the
+#: centre, a 4 x 4 patch grid learns shapes in a minute; the train command uses the same default.
+SPREAD = 0.25
+_SPLITS = {"train": 0, "val": 1, "zeroshot": 2}
+# CLIP's normalisation, so shapes images look like the real pipeline's inputs.
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def sample_scene(rng: np.random.Generator, split: str = "train", max_shapes: int = 1,
+                 spread: float = SPREAD, heldout: str = "pairs") -> dict:
+    """A scene as plain data: background plus 1..max_shapes objects (colour, shape, size, x, y).
+
+    ``spread`` is how far from the centre a shape may sit: 0 always centred, 1 anywhere it fits.
+    ``heldout="pairs"``: training never draws a held-out pair; ``"captions"``: it may, but
+    :func:`caption` then names only one of its two attributes.
+    """
+    background = str(rng.choice(list(BACKGROUNDS)))
+    count = 1 if split == "zeroshot" else int(rng.integers(1, max_shapes + 1))
+    objects, tries = [], 0
+    while len(objects) < count:
+        tries += 1
+        if tries % 50 == 0:
+            objects = []  # boxed in by earlier shapes: start the layout over
+        if split == "zeroshot":
+            colour, shape = HELD_OUT[int(rng.integers(len(HELD_OUT)))]
+        else:
+            colour, shape = CLASSES[int(rng.integers(len(CLASSES)))]
+            if (colour, shape) in HELD_OUT and heldout == "pairs":
+                continue  # never shown in training: this is what makes zero-shot a real test
+        size = str(rng.choice(SIZES))
+        radius = (0.22 if size == "small" else 0.36) * float(rng.uniform(0.9, 1.1)) / max(1, count) ** 0.5
+        x, y = (0.5 + spread * float(v) for v in rng.uniform(radius - 0.5, 0.5 - radius, size=2))
+        overlaps = any(abs(x - o["x"]) < radius + o["radius"] and abs(y - o["y"]) < radius + o["radius"]
+                       for o in objects)
+        if overlaps and tries < 500:
+            continue  # overlapping: draw again (after 500 tries, e.g. with a small spread, let them overlap)
+        objects.append(dict(colour=colour, shape=shape, size=size, radius=radius, x=x, y=y))
+    return dict(background=background, objects=objects)
+
+
+def _polygon(shape: str, x: float, y: float, r: float) -> list[tuple[float, float]]:
+    if shape == "square":
+        r *= 0.85  # same visual area as the circle
+        return [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)]
+    if shape == "diamond":
+        return [(x, y - r), (x + r, y), (x, y + r), (x - r, y)]
+    if shape == "triangle":
+        return [(x, y - r), (x + r, y + 0.8 * r), (x - r, y + 0.8 * r)]
+    if shape == "cross":
+        t = r * 0.35
+        return [(x - t, y - r), (x + t, y - r), (x + t, y - t), (x + r, y - t), (x + r, y + t), (x + t, y + t),
+                (x + t, y + r), (x - t, y + r), (x - t, y + t), (x - r, y + t), (x - r, y - t), (x - t, y - t)]
+    raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+
+
+def render(scene: dict, resolution: int, rng: np.random.Generator, noise: float = 6.0,
+           supersample: int = 2) -> np.ndarray:
+    """Draw a scene: uint8 [resolution, resolution, 3]. Drawn larger, then shrunk, for smooth edges."""
+    size = resolution * supersample
+    image = Image.new("RGB", (size, size), BACKGROUNDS[scene["background"]])
+    draw = ImageDraw.Draw(image)
+    for obj in scene["objects"]:
+        jitter = rng.integers(-15, 16, size=3)  # no two reds are exactly the same red
+        fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[obj["colour"]], jitter))
+        x, y, r = obj["x"] * size, obj["y"] * size, obj["radius"] * size
+        if obj["shape"] == "circle":
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
+        else:
+            draw.polygon(_polygon(obj["shape"], x, y, r), fill=fill)
+    if supersample > 1:
+        image = image.resize((resolution, resolution), Image.BOX)
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels = pixels + rng.normal(0.0, noise, size=pixels.shape)  # a little sensor noise
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def _position(obj: dict) -> str:
+    horizontal = "on the left" if obj["x"] < 0.4 else "on the right" if obj["x"] > 0.6 else ""
+    vertical = "at the top" if obj["y"] < 0.4 else "at the bottom" if obj["y"] > 0.6 else ""
+    if horizontal and vertical:
+        return f"{vertical} {horizontal.replace('on the ', '')}".replace("at the ", "in the ")  # "in the top left"
+    return horizontal or vertical or "in the middle"
+
+
+def caption(scene: dict, rng: np.random.Generator, partial: float = 0.2) -> str:
+    """One caption for a scene, in one of several phrasings, e.g. 'a small red circle on the left.'
+
+    A fraction ``partial`` of single-shape captions name only the colour or only the shape.
+    """
+    def describe(obj):
+        size = f"{obj['size']} " if rng.random() < 0.5 else ""
+        if (obj["colour"], obj["shape"]) in HELD_OUT:   # never name a held-out pair in a caption
+            return size + (f"{obj['colour']} shape" if rng.random() < 0.5 else obj["shape"])
+        return f"{size}{obj['colour']} {obj['shape']}"
+    objects = scene["objects"]
+    if len(objects) > 1:
+        return " and ".join(f"a {describe(o)}" for o in objects) + "."
+    if rng.random() < partial or (objects[0]["colour"], objects[0]["shape"]) in HELD_OUT:
+        phrasing = PARTIAL_PHRASINGS[int(rng.integers(len(PARTIAL_PHRASINGS)))]
+        return phrasing.format(**objects[0])
+    phrasing = PHRASINGS[int(rng.integers(len(PHRASINGS)))]
+    return phrasing.format(obj=describe(objects[0]), position=_position(objects[0]), background=scene["background"])
+
+
+class ShapesDataset(torch.utils.data.Dataset):
+    """``size`` deterministic (image, caption) pairs; item ``i`` is drawn when asked for.
+
+    ``split``: ``"train"`` (held-out pairs excluded), ``"val"`` (another seed
+    stream, same rule), or ``"zeroshot"`` (held-out pairs only, one shape each;
+    ``labels`` index ``CLASSNAMES``). ``max_shapes`` > 1 puts several shapes
+    in a scene ("a red circle and a blue square."); ``spread`` < 1 keeps shapes nearer the centre;
+    ``partial`` is the fraction of captions that name only the colour or only the shape.
+    ``heldout``: ``"pairs"`` (strict: no image of a held-out pair in training) or ``"captions"``
+    (their images appear, but only with captions naming one attribute: "a circle.", "a red shape.";
+    zero-shot then tests naming a pair never read together, a weaker kind of generalisation).
+    """
+
+    def __init__(self, size: int, resolution: int = 32, split: str = "train", seed: int = 0,
+                 max_shapes: int = 1, noise: float = 6.0, spread: float = SPREAD, partial: float = 0.2,
+                 heldout: str = "pairs"):
+        if heldout not in ("pairs", "captions"):
+            raise ValueError(f"heldout must be 'pairs' or 'captions', got {heldout!r}")
+        if split not in _SPLITS:
+            raise ValueError(f"unknown split {split!r}: choose one of {list(_SPLITS)}")
+        if size < 1 or resolution < 8 or max_shapes < 1:
+            raise ValueError(f"need size >= 1, resolution >= 8, max_shapes >= 1 "
+                             f"(got {size}, {resolution}, {max_shapes})")
+        self.size, self.resolution, self.split, self.seed = size, resolution, split, seed
+        self.max_shapes, self.noise, self.spread, self.partial = max_shapes, noise, spread, partial
+        self.heldout = heldout
+
+    def __len__(self) -> int:
+        return self.size
+
+    def scene(self, index: int) -> tuple[dict, np.random.Generator]:
+        # One random stream per item: item i never depends on how many came before it.
+        rng = np.random.default_rng([self.seed, _SPLITS[self.split], index])
+        return sample_scene(rng, self.split, self.max_shapes, self.spread, self.heldout), rng
+
+    def label(self, index: int) -> int:
+        """Index into CLASSNAMES of the (first) shape in the scene."""
+        obj = self.scene(index)[0]["objects"][0]
+        return CLASSES.index((obj["colour"], obj["shape"]))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} out of range for {self.size} items")
+        scene, rng = self.scene(index)
+        text = caption(scene, rng, self.partial)
+        pixels = render(scene, self.resolution, rng, self.noise)
+        return torch.from_numpy(pixels).permute(2, 0, 1), text   # uint8 [3, H, W]
+
+    def tensors(self) -> tuple[torch.Tensor, list[str]]:
+        """Draw everything once: (uint8 [size, 3, H, W], captions). Training reads from this."""
+        images = torch.empty(self.size, 3, self.resolution, self.resolution, dtype=torch.uint8)
+        captions = []
+        for index in range(self.size):
+            images[index], text = self[index]
+            captions.append(text)
+        return images, captions
+
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([self.label(i) for i in range(self.size)])
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float [B, 3, H, W], normalised as CLIP's preprocessing does."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+def zeroshot_set(size: int = 600, resolution: int = 32, seed: int = 0, spread: float = SPREAD) -> dict:
+    """Everything a zero-shot evaluation on held-out pairs needs.
+
+    Returns ``images`` (uint8 [size, 3, H, W]), ``labels`` ([size], into
+    ``classnames``), ``classnames`` (all 30, so chance is 1/30), ``templates``.
+    """
+    data = ShapesDataset(size, resolution, split="zeroshot", seed=seed, spread=spread)
+    images, _ = data.tensors()
+    return dict(images=images, labels=data.labels(), classnames=list(CLASSNAMES), templates=list(TEMPLATES))
