@@ -85,7 +85,8 @@ def run_pretrain(args) -> int:
               f"(chance {result['chance']:.1f}%; pairs {never}: {', '.join(result['heldout_pairs'])})")
         print(f"{result['step']} steps in {result['train_seconds']:.0f} s on {result['device']}. "
               f"Wrote {Path(args.out) / CHECKPOINT}, metrics.json and loss_curve.png.")
-    return 0
+        return 0
+    return 130  # stopped early (Ctrl-C): the shell's code for an interrupted command
 
 
 # ----------------------------------------------------------------------------- zeroshot
