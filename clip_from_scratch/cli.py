@@ -47,6 +47,13 @@ def add_pretrain_parser(subparsers) -> None:
                         help=f"how the zero-shot colour x shape pairs are kept out of training: 'pairs' = their "
                              f"images never appear (strict), 'captions' = their images appear but no caption names "
                              f"both attributes together (default {defaults.heldout})")
+    parser.add_argument("--shape-only", type=float, default=None, metavar="FRACTION",
+                        help=f"fraction of training scenes shown as a shape in an unnamed colour, captioned with "
+                             f"the shape alone ('a circle.'), so shape features cannot lean on colour "
+                             f"(default {defaults.shape_only})")
+    parser.add_argument("--colour-only", type=float, default=None, metavar="FRACTION",
+                        help=f"fraction of training scenes blurred past recognition, captioned with the colour "
+                             f"alone ('a red shape.') (default {defaults.colour_only})")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda, then mps, then cpu; the default), cpu, cuda, cuda:1, mps")
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
@@ -60,7 +67,8 @@ def add_pretrain_parser(subparsers) -> None:
 
 # Command-line option -> TrainConfig field, for the options that define a run.
 _RUN_OPTIONS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "seed": "seed",
-                "num_images": "num_images", "heldout": "heldout"}
+                "num_images": "num_images", "heldout": "heldout", "shape_only": "shape_only",
+                "colour_only": "colour_only"}
 
 
 def run_pretrain(args) -> int:

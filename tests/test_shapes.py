@@ -1,4 +1,5 @@
 """The offline shapes data: deterministic, any resolution, held-out pairs truly held out."""
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,29 @@ def test_bad_arguments_raise_clear_errors():
         ShapesDataset(3, heldout="some")
     with pytest.raises(IndexError):
         ShapesDataset(3)[3]
+
+
+def test_single_attribute_views_name_one_attribute_and_use_no_named_colour():
+    rng = np.random.default_rng(0)
+    named = np.array(list(shapes.COLOURS.values()))
+    seen = {"shape": 0, "colour": 0}
+    for _ in range(300):
+        scene = shapes.sample_scene(rng, "train", heldout="pairs")
+        obj = scene["objects"][0]
+        view, text = shapes.single_attribute_view(scene, rng, shape_only=0.5, colour_only=0.25)
+        if text is None:
+            assert view is scene
+        elif "rgb" in view["objects"][0]:   # a shape in an unnamed colour: the caption names the shape only
+            seen["shape"] += 1
+            assert obj["shape"] in text and not any(colour in text for colour in shapes.COLOURS)
+            assert np.linalg.norm(named - view["objects"][0]["rgb"], axis=1).min() > 90, "too close to a named colour"
+        else:                               # a blurred blob: the caption names the colour only
+            seen["colour"] += 1
+            assert view["blurred"] and text == f"a {obj['colour']} shape."
+    assert seen["shape"] > 100 and seen["colour"] > 40
+
+
+def test_views_are_a_training_device_only():
+    plain = ShapesDataset(50, resolution=8, split="zeroshot", seed=0)
+    viewed = ShapesDataset(50, resolution=8, split="zeroshot", seed=0, shape_only=0.5, colour_only=0.25)
+    assert [plain[i][1] for i in range(50)] == [viewed[i][1] for i in range(50)]

@@ -129,6 +129,8 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
     (dict(lr=0.0), "lr must be positive"),
     (dict(patch_size=5), "multiple of patch_size"),
     (dict(amp="fp8"), "amp must be one of"),
+    (dict(shape_only=0.8, colour_only=0.4), "together at most 1"),
+    (dict(colour_only=-0.1), "each at least 0"),
     (dict(num_images=8), "at least batch_size"),
 ])
 def test_impossible_settings_are_rejected_with_the_reason(tmp_path, changes, message):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 #: Colour names and their RGB values (far apart, so a 32-pixel image can tell them).
 COLOURS = {
@@ -125,12 +125,15 @@ def render(scene: dict, resolution: int, rng: np.random.Generator, noise: float 
     draw = ImageDraw.Draw(image)
     for obj in scene["objects"]:
         jitter = rng.integers(-15, 16, size=3)  # no two reds are exactly the same red
-        fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[obj["colour"]], jitter))
+        rgb = obj.get("rgb") or COLOURS[obj["colour"]]   # "rgb": an unnamed colour (see off_palette)
+        fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(rgb, jitter))
         x, y, r = obj["x"] * size, obj["y"] * size, obj["radius"] * size
         if obj["shape"] == "circle":
             draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
         else:
             draw.polygon(_polygon(obj["shape"], x, y, r), fill=fill)
+    if scene.get("blurred"):   # too blurred to tell the shape, the colour still plain
+        image = image.filter(ImageFilter.GaussianBlur(radius=size * 0.12))
     if supersample > 1:
         image = image.resize((resolution, resolution), Image.BOX)
     pixels = np.asarray(image, dtype=np.float32)
@@ -166,6 +169,44 @@ def caption(scene: dict, rng: np.random.Generator, partial: float = 0.2) -> str:
     return phrasing.format(obj=describe(objects[0]), position=_position(objects[0]), background=scene["background"])
 
 
+def off_palette(rng: np.random.Generator, background: str, min_distance: float = 90.0) -> tuple[int, int, int]:
+    """A random colour far from every named colour (and the background): orange, teal, olive, ...
+
+    A shape in such a colour can be captioned with its shape alone, and no
+    held-out colour x shape pair is ever drawn.
+    """
+    named = np.array(list(COLOURS.values()), dtype=np.float64)
+    while True:
+        rgb = rng.integers(0, 256, size=3)
+        if (np.linalg.norm(named - rgb, axis=1).min() > min_distance
+                and np.linalg.norm(np.array(BACKGROUNDS[background]) - rgb) > 100):
+            return tuple(int(c) for c in rgb)
+
+
+def single_attribute_view(scene: dict, rng: np.random.Generator, shape_only: float,
+                          colour_only: float) -> tuple[dict, str | None]:
+    """Sometimes turn a one-shape training scene into a lesson about one attribute.
+
+    With probability ``shape_only`` the shape gets an unnamed colour and the
+    caption names only the shape ("a circle."); with ``colour_only`` the scene
+    is blurred past recognition and the caption names only the colour ("a red
+    shape."). Shape features then cannot lean on colour, which is what lets a
+    model name a colour x shape pair it has never seen. Returns the scene and
+    its caption, or the scene unchanged and None.
+    """
+    if shape_only + colour_only == 0 or len(scene["objects"]) != 1:
+        return scene, None
+    draw = rng.random()
+    if draw >= shape_only + colour_only:
+        return scene, None
+    obj = scene["objects"][0]
+    size = f"{obj['size']} " if rng.random() < 0.5 else ""
+    if draw < shape_only:
+        recoloured = {**obj, "rgb": off_palette(rng, scene["background"])}
+        return {**scene, "objects": [recoloured]}, f"a {size}{obj['shape']}."
+    return {**scene, "blurred": True}, f"a {obj['colour']} shape."
+
+
 class ShapesDataset(torch.utils.data.Dataset):
     """``size`` deterministic (image, caption) pairs; item ``i`` is drawn when asked for.
 
@@ -174,6 +215,8 @@ class ShapesDataset(torch.utils.data.Dataset):
     ``labels`` index ``CLASSNAMES``). ``max_shapes`` > 1 puts several shapes
     in a scene ("a red circle and a blue square."); ``spread`` < 1 keeps shapes nearer the centre;
     ``partial`` is the fraction of captions that name only the colour or only the shape.
+    ``shape_only`` / ``colour_only``: fractions of training scenes shown as one attribute
+    (a shape in an unnamed colour, or a blurred blob): see :func:`single_attribute_view`.
     ``heldout``: ``"pairs"`` (strict: no image of a held-out pair in training) or ``"captions"``
     (their images appear, but only with captions naming one attribute: "a circle.", "a red shape.";
     zero-shot then tests naming a pair never read together, a weaker kind of generalisation).
@@ -181,7 +224,7 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     def __init__(self, size: int, resolution: int = 32, split: str = "train", seed: int = 0,
                  max_shapes: int = 1, noise: float = 6.0, spread: float = SPREAD, partial: float = 0.2,
-                 heldout: str = "pairs"):
+                 heldout: str = "pairs", shape_only: float = 0.0, colour_only: float = 0.0):
         if heldout not in ("pairs", "captions"):
             raise ValueError(f"heldout must be 'pairs' or 'captions', got {heldout!r}")
         if split not in _SPLITS:
@@ -192,6 +235,8 @@ class ShapesDataset(torch.utils.data.Dataset):
         self.size, self.resolution, self.split, self.seed = size, resolution, split, seed
         self.max_shapes, self.noise, self.spread, self.partial = max_shapes, noise, spread, partial
         self.heldout = heldout
+        # Single-attribute views are a training device; test splits stay plain.
+        self.shape_only, self.colour_only = (shape_only, colour_only) if split == "train" else (0.0, 0.0)
 
     def __len__(self) -> int:
         return self.size
@@ -210,7 +255,8 @@ class ShapesDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} items")
         scene, rng = self.scene(index)
-        text = caption(scene, rng, self.partial)
+        scene, text = single_attribute_view(scene, rng, self.shape_only, self.colour_only)
+        text = text or caption(scene, rng, self.partial)
         pixels = render(scene, self.resolution, rng, self.noise)
         return torch.from_numpy(pixels).permute(2, 0, 1), text   # uint8 [3, H, W]
 
