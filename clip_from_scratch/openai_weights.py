@@ -9,7 +9,9 @@ The same face as openai/clip::
 
 What ``load`` reads:
 
-* OpenAI's files: float16 TorchScript archives (``torch.jit.load(f).state_dict()``);
+* OpenAI's files: float16 TorchScript archives, read as data: their tensors
+  are taken out of the zip without running the archive's code
+  (``torchscript_archive.py``; ``torch.jit.load`` would execute it);
 * plain state dicts saved with ``torch.save`` (float16 or float32), or a dict
   holding one under ``"state_dict"`` or ``"model"`` (the course's training
   checkpoints, whose ``"model_config"`` then gives the exact architecture).
@@ -25,14 +27,15 @@ from __future__ import annotations
 
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Callable, Union
 
 import torch
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .download import download
 from .model import CLIP, CLIPConfig
+from .torchscript_archive import UnsafeArchiveError, is_torchscript_archive, read_torchscript_state_dict
 from .transforms import eval_transform
 
 _BASE = "https://openaipublic.azureedge.net/clip/models"
@@ -70,20 +73,38 @@ def download_model(name: str, download_root: str | os.PathLike | None = None, pr
     return download(url, checkpoint_path(name, download_root), sha256=sha256, progress=progress)
 
 
-def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+def read_state_dict(path: str | os.PathLike, trusted: bool = False) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Read the tensors of a checkpoint file: ``(state_dict, model_config or None)``.
 
     Handles TorchScript archives (OpenAI's format), ``torch.save``'d state
-    dicts, and dicts holding one under ``"state_dict"`` or ``"model"``.
+    dicts, and dicts holding one under ``"state_dict"`` or ``"model"``. No
+    file's code is ever run: TorchScript archives are read as data and
+    ``torch.load`` runs with ``weights_only=True``.
+
+    ``trusted=True`` is only for a file whose sha256 is that of one of OpenAI's
+    releases: if the data-only reader ever fails on such a file, it falls back
+    to ``torch.jit.load``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     size = path.stat().st_size
     try:
-        if _is_torchscript(path):
-            with warnings.catch_warnings():  # "torch.jit.load is deprecated": it is still how OpenAI's files open
-                warnings.simplefilter("ignore", FutureWarning)
-                return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), None
+        if is_torchscript_archive(path):
+            try:
+                return read_torchscript_state_dict(path), None
+            except UnsafeArchiveError as err:
+                raise CheckpointError(f"{path} is not safe to load: {err}. It is not one of OpenAI's "
+                                      "releases; only load files from sources you trust.") from None
+            except Exception:
+                if not trusted:
+                    raise
+                with warnings.catch_warnings():  # a verified release: running its TorchScript is what openai/clip does
+                    warnings.simplefilter("ignore", FutureWarning)
+                    return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), None
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as err:  # torch raises a zoo of types for damaged files
         raise CheckpointError(
             f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {type(err).__name__}: "
@@ -98,17 +119,11 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 break
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of CLIP tensors")
-    if all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+    # Saved from DistributedDataParallel ("module.") or a torch.compile'd model ("_orig_mod."): drop the prefix.
+    obj = dict(obj)
+    for prefix in ("module.", "_orig_mod."):
+        consume_prefix_in_state_dict_if_present(obj, prefix)
     return obj, model_config
-
-
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives are zip files with a ``code/`` folder; torch.save files have none."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def build_model(state_dict: dict[str, torch.Tensor], model_config: dict | None = None) -> CLIP:
@@ -141,8 +156,10 @@ def load(name: str, device: Union[str, torch.device, None] = None, jit: bool = F
         warnings.warn("jit=True is ignored: clip_from_scratch always returns its eager (non-TorchScript) "
                       "model, which computes the same outputs; use torch.compile(model) for speed.",
                       stacklevel=2)
+    trusted = False
     if name in _MODELS:
-        path = download_model(name, download_root)
+        path = download_model(name, download_root)   # sha256-checked against the release
+        trusted = True
     elif name in _RESNET_MODELS:
         raise RuntimeError(f"{name} is a ResNet CLIP model; this course builds only the Vision Transformer "
                            f"models: {available_models()}")
@@ -152,7 +169,7 @@ def load(name: str, device: Union[str, torch.device, None] = None, jit: bool = F
         raise RuntimeError(f"Model {name} not found; available models = {available_models()}, "
                            f"or pass the path to a checkpoint file")
     try:
-        model = build_model(*read_state_dict(path))
+        model = build_model(*read_state_dict(path, trusted=trusted))
     except ValueError as err:  # from_state_dict: not a ViT CLIP checkpoint
         raise CheckpointError(f"{path}: {err}") from None
     return model.to(device).eval(), eval_transform(model.visual.input_resolution)
