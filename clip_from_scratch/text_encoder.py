@@ -49,16 +49,20 @@ class TextEncoder(nn.Module):
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=width ** -0.5)
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, text: torch.Tensor, eot_index: torch.Tensor | None = None) -> torch.Tensor:
         """Token ids ``[batch, length]`` (``length <= context_length``) -> features ``[batch, embed_dim]``.
 
-        Features are not normalised (as in openai/clip).
+        Features are not normalised (as in openai/clip). A caller that already
+        knows where each caption ends (the training loop) passes ``eot_index``
+        ``[batch]`` and ids already cut to the longest caption: the checks, and
+        the wait for the GPU they cost, are then skipped.
         """
-        eot_index, longest = self._check_tokens(text)
-        text = text[:, :longest]  # exact: causal attention never looks past the end-of-text token
+        if eot_index is None:
+            eot_index, longest = self._check_tokens(text)
+            text = text[:, :longest]  # exact: causal attention never looks past the end-of-text token
         dtype = self.text_projection.dtype
         x = self.token_embedding(text).to(dtype)                        # [batch, length, width]
-        x = x + self.positional_embedding[:longest].to(dtype)
+        x = x + self.positional_embedding[:text.shape[1]].to(dtype)
         x = self.transformer(x)
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index]  # [batch, width]

@@ -103,6 +103,27 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
     return {k: hits[:, :k].any(dim=1) for k in ks}
 
 
+@torch.no_grad()
+def zeroshot_accuracy(model, tokenizer: Callable, images: torch.Tensor, labels: torch.Tensor,
+                      classnames: Sequence[str], templates: Sequence[str], batch_size: int = 500) -> float:
+    """Top-1 (%) of uint8 images ``[N, 3, R, R]`` classified among ``classnames``: training's quick score.
+
+    ``tokenizer(texts)`` returns the model's token ids (for a course run:
+    its own BPE at its own context length). The model is left in the mode it
+    was in.
+    """
+    from .transforms import normalize
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    classifier = zero_shot_classifier(model, classnames, templates, tokenizer=tokenizer, device=device,
+                                      progress=False)
+    features = torch.cat([model.encode_image(normalize(chunk.to(device))) for chunk in images.split(batch_size)])
+    correct = topk_correct(zero_shot_logits(features, classifier), labels.to(device), ks=(1,))[1]
+    model.train(was_training)
+    return 100 * correct.float().mean().item()
+
+
 # --- Evaluation: stage 3 over a whole test set ------------------------------------------------
 
 @dataclass

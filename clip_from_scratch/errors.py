@@ -1,0 +1,20 @@
+"""The course's error types: problems a user can fix, as opposed to bugs.
+
+The command line prints a :class:`CourseError` as one line that says what was
+wrong and what to do, with no traceback; anything else is a bug and keeps its
+traceback so it can be reported::
+
+    >>> try:
+    ...     raise ConfigError("steps must be at least 1 (got 0)")
+    ... except CourseError as err:
+    ...     print(f"error: {err}")
+    error: steps must be at least 1 (got 0)
+"""
+
+
+class CourseError(Exception):
+    """A problem the user can fix: bad settings, missing data, an unreadable file."""
+
+
+class ConfigError(CourseError, ValueError):
+    """Impossible settings (a ``ValueError`` too, so ``except ValueError`` keeps working)."""
