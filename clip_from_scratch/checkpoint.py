@@ -25,8 +25,18 @@ from pathlib import Path
 
 import torch
 
+from .errors import CourseError
+
 FORMAT = "clip_from_scratch.checkpoint"
 REQUIRED_KEYS = ("model", "model_config", "tokenizer", "step")
+
+
+class CheckpointMissing(CourseError, FileNotFoundError):
+    """No checkpoint where one was expected."""
+
+
+class NotATrainingCheckpoint(CourseError, ValueError):
+    """A file that is not a readable training checkpoint of this course."""
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
@@ -48,16 +58,16 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one with `clip-from-scratch pretrain "
+        raise CheckpointMissing(f"no checkpoint at {path}: train one with `clip-from-scratch pretrain "
                                 f"--out {path.parent}` or check the path")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # pickle errors, truncated zip archives, ...
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). "
+        raise NotATrainingCheckpoint(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). "
                          "Was the copy interrupted? Train again or use another file.") from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise ValueError(f"{path} is not a clip_from_scratch training checkpoint: it lacks {missing}. "
+        raise NotATrainingCheckpoint(f"{path} is not a clip_from_scratch training checkpoint: it lacks {missing}. "
                          "Released OpenAI weights load with clip_from_scratch.load() instead.")
     return state
 

@@ -34,6 +34,7 @@ import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .download import download
+from .errors import CourseError
 from .model import CLIP, CLIPConfig
 from .torchscript_archive import UnsafeArchiveError, is_torchscript_archive, read_torchscript_state_dict
 from .transforms import eval_transform
@@ -50,7 +51,7 @@ _MODELS = {
 _RESNET_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CourseError, RuntimeError):
     """A checkpoint file that cannot be read or is not a CLIP model."""
 
 

@@ -149,13 +149,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            pixels, text, eot_index = make_batch(step, config, images, captions, device, local)
-            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
-                image_features, text_features, logit_scale = net(pixels, text, eot_index)
-            # The loss in float32, outside autocast: normalise, 100 x cosine, softmax.
-            loss = contrastive_loss(F.normalize(image_features.float(), dim=-1),
-                                    F.normalize(text_features.float(), dim=-1), logit_scale.float(),
-                                    distributed=world_size > 1)
+            batch = make_batch(step, config, images, captions, device, local)
+            loss = batch_loss(net, batch, amp_dtype, distributed=world_size > 1)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.grad_clip:
@@ -225,6 +220,19 @@ class FeaturesForLoss(nn.Module):
         image_features = self.model.encode_image(images)                   # [batch, embed_dim]
         text_features = self.model.encode_text(tokens, eot_index)         # [batch, embed_dim]
         return image_features, text_features, self.model.logit_scale.exp()
+
+
+def batch_loss(net: nn.Module, batch, amp_dtype: torch.dtype | None, distributed: bool = False) -> torch.Tensor:
+    """The contrastive loss of a batch: encoders under autocast (if any), the loss itself in float32.
+
+    Features are cast to float32 *outside* autocast, so the logits (up to
+    100 x cosine) and the softmax are float32 whatever the encoders ran in.
+    """
+    pixels, text, eot_index = batch
+    with torch.autocast(pixels.device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+        image_features, text_features, logit_scale = net(pixels, text, eot_index)
+    return contrastive_loss(F.normalize(image_features.float(), dim=-1), F.normalize(text_features.float(), dim=-1),
+                            logit_scale.float(), distributed=distributed)
 
 
 def make_batch(step: int, config: TrainConfig, images: torch.Tensor, captions, device: torch.device,

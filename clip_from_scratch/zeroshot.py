@@ -15,8 +15,7 @@ them (top-1/top-5, per-class accuracy, the confusion matrix)::
     result = evaluate(model, cifar_dataset("cifar100", transform=preprocess), names, CIFAR_TEMPLATES)
     print(result.table())
 
-``clip-from-scratch zeroshot`` wraps that for the command line
-(:func:`run_zeroshot_command`).
+``clip-from-scratch zeroshot`` (``cli.py``) wraps that for the command line.
 """
 from __future__ import annotations
 
@@ -277,83 +276,3 @@ def evaluate(model, images, classnames: Sequence[str], templates: Sequence[str] 
     features, labels = encode_images(model, images, batch_size, device, progress)
     logits = zero_shot_logits(features, classifier.float().cpu())    # [images, classes]
     return zero_shot_metrics(logits, labels, classnames, ks, templates)
-
-
-# --- The `clip-from-scratch zeroshot` command ---------------------------------------------------
-
-def add_zeroshot_arguments(parser) -> None:
-    """The options of ``clip-from-scratch zeroshot`` (cli.py adds the subcommand)."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
-    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
-    parser.add_argument("--dataset", default="cifar100", choices=["cifar100", "cifar10", "shapes"])
-    parser.add_argument("--templates", default="ensemble", choices=sorted(TEMPLATES),
-                        help="one prompt ('a photo of a {}.') or the paper's 18-prompt ensemble")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--data-root", default=None, help="where CIFAR lives (default: data/ or $CLIP_DATA)")
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--output", default=None,
-                        help="JSON file for the results (default: zeroshot_<dataset>_<templates>.json)")
-
-
-def load_for_zeroshot(args, device):
-    """``(model, preprocess, tokenizer)`` from ``--checkpoint`` or ``--weights``."""
-    if args.weights:
-        import os
-        from .openai_weights import available_models, load
-        from .tokenizer import tokenize
-        if not os.path.isfile(args.weights) and args.weights not in available_models():
-            raise ValueError(f"--weights {args.weights!r} is neither a file nor a released model: give a "
-                             f"path to a .pt file or one of {available_models()}")
-        model, preprocess = load(args.weights, device=device)
-        return model, preprocess, tokenize
-    from functools import partial
-    from .checkpoint import load_checkpoint
-    from .transforms import eval_transform
-    model, tokenizer = load_checkpoint(args.checkpoint, device=device)
-    # The run's own BPE, padded to the run's own context length (often shorter than CLIP's 77).
-    tokenizer = partial(tokenizer.tokenize, context_length=model.config.context_length)
-    return model, eval_transform(model.config.image_resolution), tokenizer
-
-
-def _test_set(args, model, preprocess):
-    """``(images, classnames, dataset name)`` for the chosen ``--dataset``."""
-    if args.dataset == "shapes":
-        from .data import shapes
-        spread = shapes.SPREAD
-        if args.checkpoint:  # draw test scenes the way the run drew its training scenes
-            from .checkpoint import read_checkpoint
-            spread = read_checkpoint(args.checkpoint).get("train_config", {}).get("spread", spread)
-        test = shapes.zeroshot_set(size=args.limit or 600, resolution=model.config.image_resolution,
-                                   spread=spread)
-        return (shapes.to_float(test["images"]), test["labels"]), test["classnames"]
-    from .data import cifar
-    test = cifar.cifar_dataset(args.dataset, train=False, root=args.data_root, transform=preprocess)
-    names = cifar.classnames(test)
-    if args.limit:
-        test = torch.utils.data.Subset(test, range(min(args.limit, len(test))))
-    return test, names
-
-
-def run_zeroshot_command(args) -> ZeroShotResult:
-    """Run ``clip-from-scratch zeroshot``: print the table and write the JSON; return the result."""
-    import json
-    from pathlib import Path
-    from .course import pick_device
-    device = pick_device(args.device)
-    model, preprocess, tokenizer = load_for_zeroshot(args, device)
-    model.eval()
-    images, names = _test_set(args, model, preprocess)
-    templates = TEMPLATES[args.templates]
-    result = evaluate(model, images, names, templates, tokenizer, batch_size=args.batch_size, device=device)
-    source = args.weights or args.checkpoint
-    print(f"zero-shot {args.dataset} with {source} ({args.templates} prompts)")
-    if args.dataset == "shapes":
-        print("note: shapes is the course's offline stand-in data, not a real benchmark")
-    print(result.table())
-    output = Path(args.output or f"zeroshot_{args.dataset}_{args.templates}.json")
-    record = {"dataset": args.dataset, "source": str(source), "template_set": args.templates, **result.to_dict()}
-    output.write_text(json.dumps(record, indent=1))
-    print(f"results written to {output}")
-    return result

@@ -10,7 +10,7 @@ from clip_from_scratch.data import cifar, shapes
 from clip_from_scratch.download import file_digest
 from clip_from_scratch.model import CLIP, CLIPConfig
 from clip_from_scratch.tokenizer import train_bpe
-from clip_from_scratch.zeroshot import run_zeroshot_command
+from clip_from_scratch.cli import run_zeroshot_command
 
 SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=16,
              transformer_width=64, transformer_heads=1, transformer_layers=1)
