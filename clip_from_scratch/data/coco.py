@@ -96,7 +96,9 @@ def base_url() -> str:
 
 
 def image_name(image_id: int) -> str:
-    """>>> image_name(139)
+    """COCO's file name for an image id: the id in 12 digits.
+
+    >>> image_name(139)
     '000000000139.jpg'
     """
     return f"{image_id:012d}.jpg"
@@ -213,8 +215,9 @@ class _Missing(Exception):
     """The server says the image is not there (404 and friends): trying again will not help."""
 
 
-def fetch_bytes(url: str, timeout: float = 30.0, retries: int = RETRIES, backoff: float | None = None) -> bytes:
+def fetch_bytes(url: str, timeout: float = 30.0, retries: int | None = None, backoff: float | None = None) -> bytes:
     """The bytes at ``url``, retrying network errors with back-off; a dropped transfer resumes with ``Range``."""
+    retries = RETRIES if retries is None else retries
     backoff = BACKOFF_SECONDS if backoff is None else backoff
     received = bytearray()
     for attempt in range(retries + 1):
@@ -416,6 +419,16 @@ class _CacheBuilder:
                    desc=f"COCO {self.split} {self.resolution}px", disable=not progress, smoothing=0.1)
         pool = ThreadPoolExecutor(self.workers)
         pending, queue = set(), iter(todo)
+
+        def record(future) -> int:
+            row, state, pixels, fetched = future.result()
+            if pixels is not None:
+                images[row] = pixels
+                stats["fetched" if fetched else "cached"] += 1
+            status[row] = state
+            bar.update(1)
+            return state
+
         try:
             while True:
                 # At most a few rows per worker in flight: results are written as they come, never piled up.
@@ -427,22 +440,17 @@ class _CacheBuilder:
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    row, state, pixels, fetched = future.result()
-                    if pixels is not None:
-                        images[row] = pixels
-                        stats["fetched" if fetched else "cached"] += 1
-                    status[row] = state
-                    lost_in_a_row = lost_in_a_row + 1 if state == UNREACHED else 0
-                    bar.update(1)
+                    lost_in_a_row = lost_in_a_row + 1 if record(future) == UNREACHED else 0
                 if lost_in_a_row >= GIVE_UP_AFTER:
                     break                           # the server is unreachable: stop, keep what is done
                 if time.monotonic() - last_flush > 5:
                     self._flush(images, status)
                     last_flush = time.monotonic()
-        finally:
-            for future in pending:
-                future.cancel()
+        finally:   # stopped (Ctrl-C, an error, giving up): keep every image already fetched
             pool.shutdown(wait=True, cancel_futures=True)
+            for future in pending:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    record(future)
             bar.close()
             self._flush(images, status)
         status = np.array(status)
