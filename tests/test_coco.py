@@ -247,3 +247,36 @@ def test_download_weights_fetches_once_then_reuses(tmp_path, http_server, monkey
     assert (tmp_path / "weights" / "ViT-B-32.pt").read_bytes() == payload
     assert main(argv) == 0 and "reused" in capsys.readouterr().out
     assert main(["download", "weights", "ViT-X/99"]) == 2 and "ViT-B/32" in capsys.readouterr().err
+
+
+def test_download_cifar_command_fetches_then_reuses(tmp_path, http_server, monkeypatch, capsys):
+    from clip_from_scratch.data import cifar
+    from clip_from_scratch.download import file_digest
+    served = tmp_path / "served"
+    rng = np.random.default_rng(0)
+    digests = cifar.write_cifar_archive(served / "cifar-10-python.tar.gz", "cifar10",
+                                        rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), list(range(10)),
+                                        rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), [0, 1, 2, 3])
+    cls = cifar.CIFAR10   # not the real archive: torchvision must expect the fixture's digests
+    monkeypatch.setattr(cls, "url", f"{http_server(served)}/{cls.filename}")
+    monkeypatch.setattr(cls, "tgz_md5", file_digest(served / cls.filename, "md5"))
+    monkeypatch.setattr(cls, "train_list", [[f, digests[f]] for f, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[f, digests[f]] for f, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": digests[cls.meta["filename"]]})
+    argv = ["download", "cifar10", "--data-root", str(tmp_path / "data"), "--no-progress"]
+    assert main(argv) == 0 and "cifar10: fetched" in capsys.readouterr().out
+    assert (tmp_path / "data" / "cifar-10-batches-py" / "test_batch").exists()
+    assert main(argv) == 0 and "cifar10: reused" in capsys.readouterr().out
+
+
+def test_max_images_reads_the_first_rows_of_a_whole_split_cache(served, tmp_path):
+    tree, server, _ = served
+    whole = coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False)
+    server.stop()                                     # nothing may be fetched: it is all in the cache
+    first = coco.CocoCaptions("val2017", resolution=R, max_images=10, root=tmp_path, progress=False)
+    # Of the first 10 ids, index 7 is corrupt and index 9 missing.
+    assert first.image_ids == [i for i in tree.ids[:10] if i in tree.good_ids] and len(first) == 8
+    assert first.stats == {"fetched": 0, "cached": 8, "failed": 2,
+                           "failed_ids": sorted([tree.corrupt_id, tree.missing_id])}
+    assert bool((first.images == whole.images[:8]).all()) and first.captions == whole.captions[:8]
+    assert not coco.cache_dir(tmp_path, "val2017", R, 10).exists()

@@ -38,6 +38,7 @@ interrupted build resumes where it stopped: the half-built cache
 """
 from __future__ import annotations
 
+import bisect
 import http.client
 import io
 import json
@@ -254,8 +255,8 @@ class CocoCaptions(torch.utils.data.Dataset):
     take ``ds.images`` whole (it is memory-mapped: moving it to a GPU reads it
     once) and pick a caption per image per step.
 
-    ``max_images=N`` keeps the first N images by id (a quick run; its own
-    cache). ``download=False`` never touches the network: it reads the cache,
+    ``max_images=N`` keeps the first N images by id (a quick run): read
+    from the whole split's cache when there is one, else built in its own. ``download=False`` never touches the network: it reads the cache,
     or builds it from files put in ``<root>/coco`` by hand, or raises
     :class:`CocoUnavailable` with the command to run. ``keep_jpeg=True`` also
     keeps the raw JPEGs in ``<root>/coco/<split>/``.
@@ -268,8 +269,16 @@ class CocoCaptions(torch.utils.data.Dataset):
         self.split, self.resolution, self.max_images = split, resolution, max_images
         self.root = Path(root) if root is not None else data_root()
         self.cache_dir = cache_dir(self.root, split, resolution, max_images)
+        whole_split = cache_dir(self.root, split, resolution, None)
         if (self.cache_dir / "meta.json").exists():
-            meta = self._read_meta()
+            meta = self._read_meta(self.cache_dir, max_images)
+        elif max_images and (whole_split / "meta.json").exists():
+            # The first N images are the first rows of the whole split's cache: a view, nothing fetched.
+            meta = _first_images(self._read_meta(whole_split, None), max_images)
+            self.cache_dir = whole_split
+        else:
+            meta = None
+        if meta is not None:
             stats = {"fetched": 0, "cached": len(meta["image_ids"]), "failed": len(meta["failed_ids"]),
                      "failed_ids": list(meta["failed_ids"])}
         else:
@@ -294,13 +303,13 @@ class CocoCaptions(torch.utils.data.Dataset):
                 f"{sum(map(len, self.captions))} captions, cache {self.cache_dir})")
 
     # --- reading a finished cache
-    def _read_meta(self) -> dict:
-        path = self.cache_dir / "meta.json"
-        fix = f"Delete the folder {self.cache_dir} and run again to rebuild it."
+    def _read_meta(self, folder: Path, max_images: int | None) -> dict:
+        path = folder / "meta.json"
+        fix = f"Delete the folder {folder} and run again to rebuild it."
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
             wanted = {"format": CACHE_FORMAT, "split": self.split, "resolution": self.resolution,
-                      "max_images": self.max_images}
+                      "max_images": max_images}
             wrong = {k: meta.get(k) for k, v in wanted.items() if meta.get(k) != v}
             ids, captions, failed = meta["image_ids"], meta["captions"], meta["failed_ids"]
         except (ValueError, KeyError, TypeError) as err:
@@ -309,7 +318,7 @@ class CocoCaptions(torch.utils.data.Dataset):
             raise CocoCacheError(f"the cache file {path} was written for {wrong}, not {wanted}. {fix}")
         if len(ids) != len(captions):
             raise CocoCacheError(f"the cache file {path} lists {len(ids)} images but {len(captions)} caption lists. {fix}")
-        images = self.cache_dir / "images.u8"
+        images = folder / "images.u8"
         size = images.stat().st_size if images.exists() else None
         expected = len(ids) * 3 * self.resolution ** 2
         if size != expected:
@@ -352,6 +361,15 @@ class CocoCaptions(torch.utils.data.Dataset):
         builder.finish(keep, meta)
         stats.update(failed=len(failed), failed_ids=failed)
         return meta, stats
+
+
+def _first_images(meta: dict, max_images: int) -> dict:
+    """The part of a whole split's cache that holds its first ``max_images`` ids (good rows are a prefix)."""
+    every_id = sorted(meta["image_ids"] + meta["failed_ids"])[:max_images]
+    last = every_id[-1] if every_id else -1
+    rows = bisect.bisect_right(meta["image_ids"], last)
+    return {"image_ids": meta["image_ids"][:rows], "captions": meta["captions"][:rows],
+            "failed_ids": [i for i in meta["failed_ids"] if i <= last]}
 
 
 class _CacheBuilder:
