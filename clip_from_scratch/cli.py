@@ -204,6 +204,10 @@ def run_download(args) -> int:
             CheckpointError) as err:
         print(f"clip-from-scratch download: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nclip-from-scratch download: interrupted; what was fetched is kept: run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
     return 0
 
 

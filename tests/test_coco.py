@@ -280,3 +280,12 @@ def test_max_images_reads_the_first_rows_of_a_whole_split_cache(served, tmp_path
                            "failed_ids": sorted([tree.corrupt_id, tree.missing_id])}
     assert bool((first.images == whole.images[:8]).all()) and first.captions == whole.captions[:8]
     assert not coco.cache_dir(tmp_path, "val2017", R, 10).exists()
+
+
+def test_pickling_for_dataloader_workers_sends_the_file_name_not_the_pixels(served, tmp_path):
+    import pickle
+    ds = coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False)
+    data = pickle.dumps(ds)
+    assert len(data) < ds.images.numel() / 2
+    copy = pickle.loads(data)
+    assert bool((copy.images == ds.images).all()) and copy.captions == ds.captions

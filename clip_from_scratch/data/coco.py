@@ -256,8 +256,9 @@ class CocoCaptions(torch.utils.data.Dataset):
     once) and pick a caption per image per step.
 
     ``max_images=N`` keeps the first N images by id (a quick run): read
-    from the whole split's cache when there is one, else built in its own. ``download=False`` never touches the network: it reads the cache,
-    or builds it from files put in ``<root>/coco`` by hand, or raises
+    from the whole split's cache when there is one, else built in its own.
+    ``download=False`` never touches the network: it reads the cache, or
+    builds it from files put in ``<root>/coco`` by hand, or raises
     :class:`CocoUnavailable` with the command to run. ``keep_jpeg=True`` also
     keeps the raw JPEGs in ``<root>/coco/<split>/``.
     """
@@ -286,11 +287,22 @@ class CocoCaptions(torch.utils.data.Dataset):
         self.image_ids: list[int] = meta["image_ids"]
         self.captions: list[list[str]] = meta["captions"]
         self.stats: dict = stats
-        shape = (len(self.image_ids), 3, resolution, resolution)
+        self.images = self._map_images()
+
+    def _map_images(self) -> torch.Tensor:
+        shape = (len(self.image_ids), 3, self.resolution, self.resolution)
         if shape[0] == 0:
-            self.images = torch.zeros(shape, dtype=torch.uint8)
-        else:   # copy-on-write: a writable array (torch wants one) that never writes back to the file
-            self.images = torch.from_numpy(np.memmap(self.cache_dir / "images.u8", np.uint8, "c", shape=shape))
+            return torch.zeros(shape, dtype=torch.uint8)
+        # Copy-on-write: a writable array (torch wants one) whose changes never reach the file.
+        return torch.from_numpy(np.memmap(self.cache_dir / "images.u8", np.uint8, "c", shape=shape))
+
+    # DataLoader workers get the dataset pickled: send the file's name, not a copy of every pixel.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "images"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.images = self._map_images()
 
     def __len__(self) -> int:
         return len(self.image_ids)
