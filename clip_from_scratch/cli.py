@@ -6,6 +6,8 @@
     clip-from-scratch pretrain --help          # every option
     clip-from-scratch zeroshot --checkpoint runs/shapes/checkpoint.pt --dataset shapes
     clip-from-scratch zeroshot --weights ViT-B/32 --dataset cifar100 --templates ensemble
+    clip-from-scratch download coco --split val2017 --resolution 224   # prefetch (also: cifar100, weights NAME)
+    clip-from-scratch retrieval --weights ViT-B/32   # COCO val2017 image<->text recall@1/5/10
 
 Each subcommand is a pair of functions: ``add_<name>_parser(subparsers)``
 declares its options, ``run_<name>(args)`` does the work. Problems the user
@@ -134,7 +136,10 @@ def run_pretrain(args) -> int:
         print(f"zero-shot top-1 on held-out colour x shape pairs: {result['zeroshot_top1']:.1f}% "
               f"(chance {result['chance']:.1f}%; pairs {never}: {', '.join(result['heldout_pairs'])})")
     else:
-        print(retrieval_table(result["retrieval"], f"COCO val2017 retrieval ({result['retrieval_images']} images)"))
+        from .retrieval import format_table
+        print(f"COCO val2017 retrieval ({result['retrieval_images']} images):")
+        print(format_table({direction: {int(k): v for k, v in values.items()}
+                            for direction, values in result["retrieval"].items()}))
         for name in ("cifar10", "cifar100"):
             if name in result:
                 print(f"{name} zero-shot top-1: {result[name]['single']:.1f}% (one prompt), "
@@ -144,14 +149,6 @@ def run_pretrain(args) -> int:
     print(f"{result['step']} steps in {result['train_seconds']:.0f} s on {result['device']}. "
           f"Wrote {Path(config.out_dir) / 'checkpoint.pt'}, metrics.json and loss_curve.png.")
     return 0
-
-
-def retrieval_table(recall: dict, title: str) -> str:
-    """The recall@K table as text."""
-    lines = [title, f"{'':16}" + "".join(f"{'R@' + k:>8}" for k in recall["image_to_text"])]
-    for direction, values in recall.items():
-        lines.append(f"{direction.replace('_', ' '):16}" + "".join(f"{v:>7.1f}%" for v in values.values()))
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- zeroshot
@@ -275,6 +272,172 @@ def check_output_file(path) -> None:
         raise CourseError(f"--output {path} cannot be written here (no permission): choose another path")
 
 
+# ----------------------------------------------------------------------------- download
+def add_download_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "download", help="prefetch data and weights (COCO captions, CIFAR, OpenAI weights) for offline use",
+        description="Fetch what the course needs ahead of time, e.g. to fill one data/ folder (or $CLIP_DATA) "
+                    "before a workshop. Each target prints what it fetched, what it reused, what it skipped "
+                    "and why, and the disk it uses. Interrupted? Run the same command again: it resumes.")
+    parser.add_argument("target", choices=["coco", "cifar100", "cifar10", "weights"],
+                        help="coco: caption annotations + images + the resized uint8 cache; cifar100/cifar10: "
+                             "the torchvision archives; weights: one released OpenAI model")
+    parser.add_argument("name", nargs="?", default=None,
+                        help="for weights: the model name, e.g. ViT-B/32")
+    parser.add_argument("--split", default="train2017", choices=["train2017", "val2017"],
+                        help="coco: train2017 to train (118,287 images), val2017 to evaluate (5,000) "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+                        help="coco: only the first N images by id (default: all)")
+    parser.add_argument("--resolution", type=int, default=64, metavar="R",
+                        help="coco: side of the cached square images in px (default: %(default)s)")
+    parser.add_argument("--keep-jpeg", action="store_true",
+                        help="coco: also keep the raw JPEGs in <data>/coco/<split>/ (by default only the cache stays)")
+    parser.add_argument("--workers", type=int, default=16,
+                        help="coco: parallel connections to the image server (default: %(default)s)")
+    parser.add_argument("--data-root", default=None,
+                        help="data folder (default: $CLIP_DATA or data/); for weights, where the .pt file "
+                             "goes (default: ~/.cache/clip, where clip_from_scratch.load looks)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def run_download(args) -> int:
+    from pathlib import Path
+
+    from .course import data_root
+    from .data import cifar, coco
+    from .download import DownloadError
+    from .openai_weights import CheckpointError, available_models, checkpoint_path, download_model
+
+    progress = not args.no_progress
+    try:
+        if args.target == "coco":
+            root = Path(args.data_root) if args.data_root else data_root()
+            ds = coco.CocoCaptions(args.split, resolution=args.resolution, max_images=args.max_images,
+                                   root=root, download=True, progress=progress, keep_jpeg=args.keep_jpeg,
+                                   workers=args.workers)
+            stats = ds.stats
+            print(f"COCO {args.split} at {args.resolution} px: {len(ds)} images, "
+                  f"{sum(map(len, ds.captions))} captions, in {ds.cache_dir}")
+            print(f"  fetched {stats['fetched']}, reused {stats['cached']} (already on disk), "
+                  f"failed {stats['failed']}" + (f" (left out: {stats['failed_ids'][:10]}"
+                                                 f"{' ...' if stats['failed'] > 10 else ''})" if stats["failed"] else ""))
+            jpegs = root / "coco" / args.split
+            print(f"  disk: cache {_megabytes(coco.disk_usage(ds.cache_dir))}, caption annotations "
+                  f"{_megabytes(coco.disk_usage(root / 'coco' / 'annotations') + coco.disk_usage(root / 'coco' / 'annotations_trainval2017.zip'))}"
+                  + (f", JPEGs {_megabytes(coco.disk_usage(jpegs))}" if jpegs.exists() else ""))
+            if args.split == "train2017":
+                print("  (evaluate on val2017: clip-from-scratch download coco --split val2017)")
+        elif args.target in ("cifar100", "cifar10"):
+            root = Path(args.data_root) if args.data_root else data_root()
+            archive = root / cifar.dataset_class(args.target).filename
+            there = archive.exists()
+            cifar.cifar_dataset(args.target, train=False, root=root, progress=progress)
+            print(f"{args.target}: {'reused' if there else 'fetched'} {archive} "
+                  f"({_megabytes(archive.stat().st_size)}), extracted beside it")
+        else:
+            if args.name not in available_models():
+                print(f"clip-from-scratch download: error: give a model name after 'weights', one of "
+                      f"{available_models()}", file=sys.stderr)
+                return 2
+            path = checkpoint_path(args.name, args.data_root)
+            there = path.exists()
+            path = download_model(args.name, args.data_root, progress=progress)
+            print(f"{args.name}: {'reused (sha256 checked)' if there else 'fetched'} {path} "
+                  f"({_megabytes(path.stat().st_size)})")
+    except (coco.CocoUnavailable, coco.CocoCacheError, cifar.CIFARUnavailable, DownloadError,
+            CheckpointError) as err:
+        print(f"clip-from-scratch download: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nclip-from-scratch download: interrupted; what was fetched is kept: run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+# ----------------------------------------------------------------------------- retrieval
+def add_retrieval_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "retrieval", help="image<->text retrieval recall@1/5/10 on COCO val2017",
+        description="Encode every COCO val2017 image and caption with a model and measure recall@K both ways "
+                    "(image->text: any of the image's captions among its K best; text->image: the caption's "
+                    "image among its K best). Fetches and caches val2017 first if needed. Prints a table and "
+                    "writes a JSON file.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
+    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
+    parser.add_argument("--split", default="val2017", choices=["val2017", "train2017"],
+                        help="evaluate on val2017 (default); train2017 only to compare with training")
+    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+                        help="only the first N images by id (a quicker, easier test: fewer distractors)")
+    parser.add_argument("--resolution", type=int, default=None, metavar="R",
+                        help="image side in px (default and only choice: the model's input resolution)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--data-root", default=None, help="where COCO lives (default: $CLIP_DATA or data/)")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--output", default=None, metavar="JSON",
+                        help="results file (default: retrieval_<split>.json)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+
+def run_retrieval(args) -> int:
+    import json
+    import os
+    from functools import partial
+    from pathlib import Path
+
+    from .course import pick_device
+    from .data import coco
+    from .download import DownloadError
+    from .openai_weights import CheckpointError
+    from .retrieval import encode_coco, format_table, recall_at_k
+
+    device = pick_device(args.device)
+    progress = not args.no_progress
+    try:
+        if args.weights:
+            from .openai_weights import available_models, load
+            from .tokenizer import tokenize
+            if not os.path.isfile(args.weights) and args.weights not in available_models():
+                raise CourseError(f"--weights {args.weights!r} is neither a file nor a released model: give a "
+                                 f"path to a .pt file or one of {available_models()}")
+            model, _ = load(args.weights, device=device)
+            tokenize_fn = partial(tokenize, context_length=model.config.context_length, truncate=True)
+        else:
+            from .checkpoint import load_checkpoint
+            model, tokenizer = load_checkpoint(args.checkpoint, device=device)
+            # The run's own BPE at the run's context length; long captions are cut (end-of-text kept).
+            tokenize_fn = partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=True)
+        resolution = model.visual.input_resolution
+        if args.resolution is not None and args.resolution != resolution:
+            raise CourseError(f"--resolution {args.resolution}: this model takes {resolution} px images; "
+                             f"leave --resolution out (or give {resolution})")
+        data = coco.CocoCaptions(args.split, resolution=resolution, max_images=args.max_images,
+                                 root=args.data_root, download=True, progress=progress)
+        features = encode_coco(model, tokenize_fn, data, args.batch_size, device, progress)
+        recall = recall_at_k(*features, progress=progress)
+    except (coco.CocoUnavailable, coco.CocoCacheError, CheckpointError, DownloadError) as err:
+        print(f"clip-from-scratch retrieval: error: {err}", file=sys.stderr)
+        return 2
+    source = args.weights or args.checkpoint
+    num_captions = len(features[1])
+    print(f"retrieval on COCO {args.split} ({len(data)} images, {num_captions} captions, {resolution} px) "
+          f"with {source}")
+    print(format_table(recall))
+    output = Path(args.output or f"retrieval_{args.split}.json")
+    record = {"source": str(source), "split": args.split, "num_images": len(data), "num_captions": num_captions,
+              "resolution": resolution, "max_images": args.max_images, "failed_ids": data.stats["failed_ids"],
+              "recall": {direction: {str(k): v for k, v in values.items()} for direction, values in recall.items()}}
+    output.write_text(json.dumps(record, indent=1))
+    print(f"results written to {output}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -283,19 +446,24 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_pretrain_parser(subparsers)
     add_zeroshot_parser(subparsers)
+    add_download_parser(subparsers)
+    add_retrieval_parser(subparsers)
     return parser
 
 
-COMMANDS = {"pretrain": run_pretrain, "zeroshot": run_zeroshot}
+COMMANDS = {"pretrain": run_pretrain, "zeroshot": run_zeroshot, "download": run_download,
+            "retrieval": run_retrieval}
 
 
 def user_errors() -> tuple[type, ...]:
     """The error types that are the user's to fix (each says what to do); everything else is a bug."""
     from .data.cifar import CIFARUnavailable
+    from .data.coco import CocoCacheError, CocoUnavailable
     from .download import DownloadError
     from .model import ArchitectureMismatchError
     from .openai_weights import CheckpointError
-    return (CourseError, CIFARUnavailable, DownloadError, CheckpointError, ArchitectureMismatchError)
+    return (CourseError, CIFARUnavailable, CocoUnavailable, CocoCacheError, DownloadError, CheckpointError,
+            ArchitectureMismatchError)
 
 
 def main(argv=None) -> int:

@@ -96,20 +96,13 @@ class CocoEvaluation:
 
     @torch.no_grad()
     def retrieval(self, model, tokenize) -> dict:
-        from .retrieval import recall_at_k
-        from .transforms import normalize
+        """recall@1/5/10 (%) both ways, keyed ``"1"``, ``"5"``, ``"10"`` as metrics.json stores them."""
+        from .retrieval import encode_coco, recall_at_k
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
-        image_features = torch.cat([model.encode_image(normalize(chunk.to(device))).float().cpu()
-                                    for chunk in self.val.images.split(256)])
-        texts = self.val.all_captions()
-        text_features = torch.cat([model.encode_text(tokenize(texts[i:i + 256]).to(device)).float().cpu()
-                                   for i in range(0, len(texts), 256)])
-        caption_to_image = torch.repeat_interleave(torch.arange(len(self.val)),
-                                                   torch.tensor([len(c) for c in self.val.captions]))
+        features = encode_coco(model, tokenize, self.val, progress=False)
         model.train(was_training)
-        recall = recall_at_k(image_features, text_features, caption_to_image, ks=(1, 5, 10), progress=False)
+        recall = recall_at_k(*features, ks=(1, 5, 10))
         return {direction: {str(k): round(v, 2) for k, v in values.items()} for direction, values in recall.items()}
 
     def score(self, model, tokenize) -> float:
