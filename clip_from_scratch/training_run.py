@@ -217,7 +217,7 @@ def save_loss_curve(history: dict, evals: dict, path: Path, title: str = "shapes
     ax_loss.plot(history["step"], history["loss"], lw=0.8)
     label = "shapes, not COCO" if title == "shapes" else title
     ax_loss.set(xlabel="step", ylabel="contrastive loss", title=f"training loss ({label})")
-    metric = evals.get("metric", "zeroshot_top1")
+    metric = next((key for key in evals if key != "step"), "zeroshot_top1")
     if evals["step"]:
         ax_acc = ax_loss.twinx()
         ax_acc.plot(evals["step"], evals[metric], "o-", color="C1")
