@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
+import operator
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -218,7 +219,7 @@ class Tokenizer:
         [320, 1125, 539, 320, 2368, 269]
         """
         if not isinstance(text, str):
-            raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+            raise TypeError(f"encode() takes a str, got {_what(text)}")
         ids: list[int] = []
         for word in _pattern.findall(clean(text)):
             ids.extend(self.encode_word(word))
@@ -236,17 +237,34 @@ class Tokenizer:
 
         >>> tok = clip_tokenizer(); tok.decode(tok.encode("Hello, World!"))
         'hello , world ! '
+        >>> tok.decode([-1])
+        Traceback (most recent call last):
+        ValueError: id -1 is not in this vocabulary (ids run from 0 to 49407); was it made by another tokenizer?
         """
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        try:
-            text = "".join(self.decoder[i] for i in ids)
-        except (IndexError, TypeError):
-            bad = next(i for i in ids if not (isinstance(i, int) and 0 <= i < self.vocab_size))
-            raise ValueError(f"id {bad!r} is not in this vocabulary (ids run from 0 to "
-                             f"{self.vocab_size - 1}); was it made by another tokenizer?") from None
+        decoder, size = self.decoder, len(self.decoder)
+        # Check each id: a plain list lookup would take -1 as the last token (Python's
+        # negative indexing) and True as id 1, and decode garbage without a word.
+        text = "".join(decoder[i if type(i) is int and 0 <= i < size else self._checked_id(i)]
+                       for i in ids)
         data = bytearray(self.byte_decoder[c] for c in text)
         return data.decode("utf-8", errors="replace").replace("</w>", " ")
+
+    def _checked_id(self, i) -> int:
+        """``i`` as an int index into the vocabulary, or a ValueError that names it."""
+        if isinstance(i, bool) or (isinstance(i, torch.Tensor) and i.dtype == torch.bool):
+            raise ValueError(f"id {i!r} is a bool, not a token id; decode() takes ints "
+                             f"from 0 to {self.vocab_size - 1}.")
+        try:
+            index = operator.index(i)  # int, numpy integer, 0-d integer tensor
+        except TypeError:
+            raise ValueError(f"id {i!r} is a {type(i).__name__}, not a token id; decode() takes "
+                             f"ints from 0 to {self.vocab_size - 1}.") from None
+        if not 0 <= index < self.vocab_size:
+            raise ValueError(f"id {i!r} is not in this vocabulary (ids run from 0 to "
+                             f"{self.vocab_size - 1}); was it made by another tokenizer?")
+        return index
 
     # -- batches -------------------------------------------------------------------------------
     def tokenize(self, texts, context_length: int = 77, truncate: bool = False) -> torch.Tensor:
@@ -259,6 +277,8 @@ class Tokenizer:
         """
         if isinstance(texts, str):
             texts = [texts]
+        elif isinstance(texts, (bytes, bytearray)):  # iterable, but its items are ints
+            raise TypeError(f"tokenize() takes a string or a list of strings, got {_what(texts)}")
         elif not hasattr(texts, "__iter__"):
             raise TypeError(f"tokenize() takes a string or a list of strings, "
                             f"got a {type(texts).__name__}: {texts!r}")
@@ -267,6 +287,9 @@ class Tokenizer:
         rows = []
         for position, text in enumerate(texts):
             if not isinstance(text, str):
+                if isinstance(text, (bytes, bytearray)):
+                    raise TypeError(f"tokenize() needs strings, but the text at position "
+                                    f"{position} is {_what(text)}")
                 raise TypeError(f"tokenize() needs strings, but the text at position {position} "
                                 f"is a {type(text).__name__}: {text!r}. Convert it with str() "
                                 f"or drop it.")
@@ -297,6 +320,14 @@ class Tokenizer:
         if any(len(m) != 2 for m in merges):
             raise ValueError("Each saved merge must be two symbols separated by one space.")
         return cls(merges)
+
+
+def _what(value) -> str:
+    """Names a non-str argument for an error; bytes get the fix, since str(b"x") is "b'x'"."""
+    if isinstance(value, (bytes, bytearray)):
+        return (f"bytes ({bytes(value[:30])!r}); decode it to str first, "
+                f"e.g. data.decode('utf-8')")
+    return f"a {type(value).__name__}"
 
 
 def _pad(rows: list[list[int]], context_length: int) -> torch.Tensor:
