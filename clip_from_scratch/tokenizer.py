@@ -241,14 +241,16 @@ class Tokenizer:
         return self._encode(text)
 
     def _encode(self, text: str, limit: int | None = None) -> list[int]:
-        """:meth:`encode`, stopping once ``limit`` ids are found (more may come: a word's all)."""
+        """:meth:`encode`, or just enough of it to hold its first ``limit`` ids."""
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {_what(text)}")
+        words = _pattern.findall(clean(text))
+        if limit is not None:
+            words = words[:limit]  # each word gives at least one id
         ids: list[int] = []
-        for word in _pattern.finditer(clean(text)):
-            if limit is not None and len(ids) >= limit:
-                break
-            ids.extend(self.encode_word(word.group()))
+        encode_word = self.encode_word
+        for word in words:
+            ids.extend(encode_word(word))
         return ids
 
     # -- decoding ------------------------------------------------------------------------------
