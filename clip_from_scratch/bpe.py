@@ -14,6 +14,10 @@ re-counted, and a heap finds the next most frequent pair. Both pick the same
 pair every time (the highest count; among equal counts, the smallest pair in
 string order), so they learn exactly the same merges.
 
+Encoding with the learned merges lives in the tokenizer (:meth:`Tokenizer.bpe`,
+a heap over linked symbols); :func:`bpe_naive` here is the textbook loop it is
+tested against. The tokenizer never imports this module.
+
     >>> tok = train_bpe(["a cat", "a cab", "the cat"], num_merges=2)
     >>> tok.merges, tok.vocab_size
     ([('c', 'a'), ('ca', 't</w>')], 516)

@@ -175,7 +175,7 @@ class Tokenizer:
         position), so each merge costs O(log n). Same result, step for step:
 
         * the heap pops the lowest rank first, and among equal ranks (one rank =
-          one pair) the leftmost first, which is ``merge_word``'s left-to-right
+          one pair) the leftmost first, which is ``bpe.merge_word``'s left-to-right
           order (``"aaa"`` -> ``"aa" "a"``);
         * all occurrences of that pair are merged before the pairs they create
           enter the heap, as the textbook merges a pair everywhere in one step
