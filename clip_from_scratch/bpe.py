@@ -14,6 +14,10 @@ re-counted, and a heap finds the next most frequent pair. Both pick the same
 pair every time (the highest count; among equal counts, the smallest pair in
 string order), so they learn exactly the same merges.
 
+Encoding with the learned merges lives in the tokenizer (:meth:`Tokenizer.bpe`,
+a heap over linked symbols); :func:`bpe_naive` here is the textbook loop it is
+tested against. The tokenizer never imports this module.
+
     >>> tok = train_bpe(["a cat", "a cab", "the cat"], num_merges=2)
     >>> tok.merges, tok.vocab_size
     ([('c', 'a'), ('ca', 't</w>')], 516)
@@ -23,10 +27,48 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 
-from .tokenizer import EOT_TEXT, SOT_TEXT, Tokenizer, clean, merge_word, pre_tokenize, word_symbols
+from .tokenizer import EOT_TEXT, SOT_TEXT, Tokenizer, clean, pre_tokenize, word_symbols
 
 Pair = tuple[str, str]
 Word = tuple[str, ...]
+
+
+def merge_word(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    """Replace every occurrence of ``pair`` in ``word``, left to right.
+
+    >>> merge_word(("a", "a", "a", "b</w>"), ("a", "a"))
+    ('aa', 'a', 'b</w>')
+    >>> merge_word(("c", "a", "t", "c", "a", "t</w>"), ("c", "a"))
+    ('ca', 't', 'ca', 't</w>')
+    """
+    first, second = pair
+    merged, i = [], 0
+    while i < len(word):
+        if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
+            merged.append(first + second)
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return tuple(merged)
+
+
+
+def bpe_naive(symbols: Word, ranks: dict[Pair, int]) -> list[str]:
+    """Encode one word the textbook way (openai/clip's loop): find the lowest-ranked pair, merge it
+    everywhere, repeat. Quadratic in the word's length; :meth:`Tokenizer.bpe` gives the same
+    symbols in near-linear time and is tested against this.
+
+    >>> bpe_naive(("c", "a", "t</w>"), {("c", "a"): 0, ("ca", "t</w>"): 1})
+    ['cat</w>']
+    """
+    word = tuple(symbols)
+    while len(word) > 1:
+        best = min(zip(word, word[1:]), key=lambda pair: ranks.get(pair, float("inf")))
+        if best not in ranks:
+            break
+        word = merge_word(word, best)
+    return list(word)
 
 
 def word_frequencies(texts) -> dict[Word, int]:

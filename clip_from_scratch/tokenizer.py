@@ -12,7 +12,7 @@ Text becomes ids in four steps::
 
 One :class:`Tokenizer` class serves both CLIP's released vocabulary (49,408
 tokens, :func:`clip_tokenizer`) and the small BPE a learner trains on captions
-(:func:`train_bpe`, in ``bpe.py``). The vocabulary layout is always the same::
+(:func:`clip_from_scratch.bpe.train_bpe`). The vocabulary layout is always the same::
 
     [256 byte symbols] [the same 256 + "</w>"] [one token per merge] [<|startoftext|>] [<|endoftext|>]
 
@@ -22,8 +22,10 @@ so ``eot_token`` is the largest id (the text encoder finds it with argmax) and
 from __future__ import annotations
 
 import gzip
+import heapq
 import html
 import importlib.util
+import operator
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -76,6 +78,7 @@ PATTERN = (r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|"""
 _pattern = regex.compile(PATTERN, regex.IGNORECASE)
 _whitespace = regex.compile(r"\s+")
 SOT_TEXT, EOT_TEXT = "<|startoftext|>", "<|endoftext|>"
+CACHE_MAX_WORD = 100  # longer words are encoded each time, not cached
 
 
 def _needs_no_repair(text: str) -> bool:
@@ -128,26 +131,6 @@ def word_symbols(word: str) -> tuple[str, ...]:
 # 3. The tokenizer: merges by rank, a word cache, decoding, padding to a context
 
 
-def merge_word(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
-    """Replace every occurrence of ``pair`` in ``word``, left to right.
-
-    >>> merge_word(("a", "a", "a", "b</w>"), ("a", "a"))
-    ('aa', 'a', 'b</w>')
-    >>> merge_word(("c", "a", "t", "c", "a", "t</w>"), ("c", "a"))
-    ('ca', 't', 'ca', 't</w>')
-    """
-    first, second = pair
-    merged, i = [], 0
-    while i < len(word):
-        if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
-            merged.append(first + second)
-            i += 2
-        else:
-            merged.append(word[i])
-            i += 1
-    return tuple(merged)
-
-
 class Tokenizer:
     """Byte-level BPE with CLIP's vocabulary layout, given its list of merges.
 
@@ -184,31 +167,69 @@ class Tokenizer:
 
         >>> Tokenizer([("a", "b"), ("ab", "c</w>")]).bpe(("a", "b", "c</w>"))
         ['abc</w>']
+
+        The textbook loop (:func:`clip_from_scratch.bpe.bpe_naive`, openai/clip's
+        ``bpe``) rescans the whole word for its best pair after every merge:
+        quadratic time, ~15 s for one 30,000-letter word. Here the symbols are a
+        linked list and the candidate pairs sit in a heap keyed by (rank,
+        position), so each merge costs O(log n). Same result, step for step:
+
+        * the heap pops the lowest rank first, and among equal ranks (one rank =
+          one pair) the leftmost first, which is ``bpe.merge_word``'s left-to-right
+          order (``"aaa"`` -> ``"aa" "a"``);
+        * all occurrences of that pair are merged before the pairs they create
+          enter the heap, as the textbook merges a pair everywhere in one step
+          (a new pair may have a lower rank than the one being merged);
+        * an entry whose symbols have changed since it was pushed is stale and
+          skipped: its pair is looked up again when it surfaces.
         """
-        word = list(symbols)
+        if len(symbols) < 2:
+            return list(symbols)
         ranks = self.bpe_ranks
-        while len(word) > 1:
-            best_rank, best = None, None
-            for pair in zip(word, word[1:]):
-                rank = ranks.get(pair)
-                if rank is not None and (best_rank is None or rank < best_rank):
-                    best_rank, best = rank, pair
-            if best is None:
-                break
-            word = merge_word(word, best)
-        return list(word)
+        word = list(symbols)                      # word[i]: the symbol that starts at node i
+        last = len(word) - 1
+        after = list(range(1, last + 2))          # after[i]: next live node (len(word) = none)
+        before = list(range(-1, last))            # before[i]: previous live node (-1 = none)
+        heap = [(ranks[pair], i) for i, pair in enumerate(zip(word, word[1:])) if pair in ranks]
+        heapq.heapify(heap)
+        while heap:
+            rank = heap[0][0]
+            merged = []                            # nodes that grew in this step
+            while heap and heap[0][0] == rank:     # every occurrence of this one pair, left first
+                _, i = heapq.heappop(heap)
+                j = after[i]
+                if word[i] is None or j > last or ranks.get((word[i], word[j])) != rank:
+                    continue                       # stale: a symbol changed since the push
+                word[i] += word[j]                 # node i absorbs node j
+                word[j] = None
+                after[i] = after[j]
+                if after[i] <= last:
+                    before[after[i]] = i
+                merged.append(i)
+            for i in merged:                       # the pairs the merges created, both sides
+                for left, right in ((before[i], i), (i, after[i])):
+                    if left >= 0 and right <= last:
+                        new_rank = ranks.get((word[left], word[right]))
+                        if new_rank is not None:
+                            heapq.heappush(heap, (new_rank, left))
+        return [symbol for symbol in word if symbol is not None]
 
     def encode_word(self, word: str) -> list[int]:
-        """The ids of one pre-tokenized word (cached: captions repeat words a lot)."""
+        """The ids of one pre-tokenized word (cached: captions repeat words a lot).
+
+        >>> clip_tokenizer().encode_word("hello")
+        [3306]
+        """
         ids = self.cache.get(word)
         if ids is None:
             if word == SOT_TEXT or word == EOT_TEXT:
                 ids = [self.encoder[word]]  # like openai: typed-in specials become the specials
             else:
                 ids = [self.encoder[s] for s in self.bpe(word_symbols(word))]
-            if len(self.cache) >= self.cache_size:
-                self.cache.clear()
-            self.cache[word] = ids
+            if len(word) <= CACHE_MAX_WORD:  # a pasted blob would only crowd out real words
+                if len(self.cache) >= self.cache_size:
+                    self.cache.clear()
+                self.cache[word] = ids
         return ids
 
     def encode(self, text: str) -> list[int]:
@@ -217,11 +238,19 @@ class Tokenizer:
         >>> clip_tokenizer().encode("a photo of a cat.")
         [320, 1125, 539, 320, 2368, 269]
         """
+        return self._encode(text)
+
+    def _encode(self, text: str, limit: int | None = None) -> list[int]:
+        """:meth:`encode`, or just enough of it to hold its first ``limit`` ids."""
         if not isinstance(text, str):
-            raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+            raise TypeError(f"encode() takes a str, got {_what(text)}")
+        words = _pattern.findall(clean(text))
+        if limit is not None:
+            words = words[:limit]  # each word gives at least one id
         ids: list[int] = []
-        for word in _pattern.findall(clean(text)):
-            ids.extend(self.encode_word(word))
+        encode_word = self.encode_word
+        for word in words:
+            ids.extend(encode_word(word))
         return ids
 
     # -- decoding ------------------------------------------------------------------------------
@@ -236,17 +265,34 @@ class Tokenizer:
 
         >>> tok = clip_tokenizer(); tok.decode(tok.encode("Hello, World!"))
         'hello , world ! '
+        >>> tok.decode([-1])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: id -1 is not in this vocabulary (ids run from 0 to 49407); ...
         """
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        try:
-            text = "".join(self.decoder[i] for i in ids)
-        except (IndexError, TypeError):
-            bad = next(i for i in ids if not (isinstance(i, int) and 0 <= i < self.vocab_size))
-            raise ValueError(f"id {bad!r} is not in this vocabulary (ids run from 0 to "
-                             f"{self.vocab_size - 1}); was it made by another tokenizer?") from None
+        decoder, size = self.decoder, len(self.decoder)
+        # Check each id: a plain list lookup would take -1 as the last token (Python's
+        # negative indexing) and True as id 1, and decode garbage without a word.
+        text = "".join(decoder[i if type(i) is int and 0 <= i < size else self._checked_id(i)]
+                       for i in ids)
         data = bytearray(self.byte_decoder[c] for c in text)
         return data.decode("utf-8", errors="replace").replace("</w>", " ")
+
+    def _checked_id(self, i) -> int:
+        """``i`` as an int index into the vocabulary, or a ValueError that names it."""
+        if isinstance(i, bool) or (isinstance(i, torch.Tensor) and i.dtype == torch.bool):
+            raise ValueError(f"id {i!r} is a bool, not a token id; decode() takes ints "
+                             f"from 0 to {self.vocab_size - 1}.")
+        try:
+            index = operator.index(i)  # int, numpy integer, 0-d integer tensor
+        except TypeError:
+            raise ValueError(f"id {i!r} is a {type(i).__name__}, not a token id; decode() takes "
+                             f"ints from 0 to {self.vocab_size - 1}.") from None
+        if not 0 <= index < self.vocab_size:
+            raise ValueError(f"id {i!r} is not in this vocabulary (ids run from 0 to "
+                             f"{self.vocab_size - 1}); was it made by another tokenizer?")
+        return index
 
     # -- batches -------------------------------------------------------------------------------
     def tokenize(self, texts, context_length: int = 77, truncate: bool = False) -> torch.Tensor:
@@ -259,6 +305,8 @@ class Tokenizer:
         """
         if isinstance(texts, str):
             texts = [texts]
+        elif isinstance(texts, (bytes, bytearray)):  # iterable, but its items are ints
+            raise TypeError(f"tokenize() takes a string or a list of strings, got {_what(texts)}")
         elif not hasattr(texts, "__iter__"):
             raise TypeError(f"tokenize() takes a string or a list of strings, "
                             f"got a {type(texts).__name__}: {texts!r}")
@@ -267,10 +315,15 @@ class Tokenizer:
         rows = []
         for position, text in enumerate(texts):
             if not isinstance(text, str):
+                if isinstance(text, (bytes, bytearray)):
+                    raise TypeError(f"tokenize() needs strings, but the text at position "
+                                    f"{position} is {_what(text)}")
                 raise TypeError(f"tokenize() needs strings, but the text at position {position} "
                                 f"is a {type(text).__name__}: {text!r}. Convert it with str() "
                                 f"or drop it.")
-            tokens = [self.sot_token] + self.encode(text) + [self.eot_token]
+            # More than context_length - 1 ids cannot fit beside sot and eot, so encoding
+            # stops there: a pasted book costs no more than a caption (the cleaning aside).
+            tokens = [self.sot_token] + self._encode(text, context_length - 1) + [self.eot_token]
             if len(tokens) > context_length:
                 if not truncate:
                     raise RuntimeError(f"Input {text} is too long for context length "
@@ -297,6 +350,14 @@ class Tokenizer:
         if any(len(m) != 2 for m in merges):
             raise ValueError("Each saved merge must be two symbols separated by one space.")
         return cls(merges)
+
+
+def _what(value) -> str:
+    """Names a non-str argument for an error; bytes get the fix, since str(b"x") is "b'x'"."""
+    if isinstance(value, (bytes, bytearray)):
+        return (f"bytes ({bytes(value[:30])!r}); decode it to str first, "
+                f"e.g. data.decode('utf-8')")
+    return f"a {type(value).__name__}"
 
 
 def _pad(rows: list[list[int]], context_length: int) -> torch.Tensor:
@@ -397,7 +458,11 @@ def tokenize(texts, context_length: int = 77, truncate: bool = False) -> torch.T
     return clip_tokenizer().tokenize(texts, context_length=context_length, truncate=truncate)
 
 
-def train_bpe(texts, num_merges: int, **kwargs) -> Tokenizer:
-    """Train a byte-level BPE on ``texts`` (see :func:`clip_from_scratch.bpe.train_bpe`)."""
-    from .bpe import train_bpe as _train
-    return _train(texts, num_merges, **kwargs)
+def __getattr__(name):
+    # Training sits above this module (bpe.py imports the tokenizer, never the reverse).
+    # ``tokenizer.train_bpe`` still works for code written before the split; new code
+    # imports it from ``clip_from_scratch.bpe``.
+    if name == "train_bpe":
+        from .bpe import train_bpe
+        return train_bpe
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

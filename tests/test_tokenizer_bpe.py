@@ -116,3 +116,20 @@ def test_training_stops_when_no_pair_repeats():
 
 def test_naive_flag_gives_same_tokenizer():
     assert train_bpe(CORPUS[:300], 80, naive=True).merges == train_bpe(CORPUS[:300], 80).merges
+
+
+def test_tokenizer_does_not_import_training_but_old_name_still_works():
+    import subprocess
+    import sys
+    code = ("import sys, clip_from_scratch.tokenizer as t; assert 'clip_from_scratch.bpe' not in "
+            "sys.modules; import clip_from_scratch.bpe as b; assert t.train_bpe is b.train_bpe")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from clip_from_scratch import bpe, tokenizer
+    for module in (tokenizer, bpe):
+        result = doctest.testmod(module)
+        assert result.attempted > 5 and result.failed == 0, module.__name__

@@ -1,0 +1,147 @@
+"""Writing files so that a crash, a full disk or a second process never leaves a broken one.
+
+Three small tools, used by the downloader and by checkpoint saving::
+
+    with atomic_write("run/checkpoint.pt") as f:   # a temporary file beside the target
+        torch.save(state, f)                         # fails? the old checkpoint is untouched
+    # here the new file is on disk (fsync) and has its final name (os.replace)
+
+* :func:`fsync_replace` — flush a finished temporary file to the disk, then
+  rename it onto its final name in one atomic step. Without the flush, a power
+  cut soon after the rename can leave the *new name* on an empty file: the
+  rename reached the disk before the data did.
+* :func:`atomic_write` — the whole pattern as a ``with`` block, with a
+  temporary name unique to this writer (two writers never share one) that is
+  removed if the block fails.
+* :func:`file_lock` — one process at a time (a workshop room downloading into
+  one shared data folder): an exclusive ``flock`` on a ``.lock`` file.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; see file_lock
+    fcntl = None
+
+
+def fsync_replace(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Flush ``tmp`` to the disk, then rename it onto ``path`` atomically.
+
+    Readers see either the old ``path`` or the complete new one, never a mix.
+    Both must be on one file system (put ``tmp`` beside ``path``).
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "new.tmp").write_text("fresh"); _ = (folder / "data.txt").write_text("old")
+    >>> fsync_replace(folder / "new.tmp", folder / "data.txt").read_text()
+    'fresh'
+    >>> sorted(p.name for p in folder.iterdir())
+    ['data.txt']
+    """
+    path = Path(path)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_folder(path.parent)  # the rename itself is an entry in the folder
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    if os.name != "posix":
+        return  # Windows cannot open a folder for fsync; NTFS journals renames
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (network mounts) refuse; the data itself is already flushed
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+    """Write ``path`` all at once: a ``with`` block gets a temporary file beside it.
+
+    When the block ends normally, the file is flushed and renamed onto
+    ``path`` (:func:`fsync_replace`); when it raises, the temporary file is
+    deleted and ``path`` is left as it was. Each call gets its own temporary
+    name, so two writers never write into one file.
+
+    >>> import tempfile; target = Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> with atomic_write(target, "w") as f:
+    ...     _ = f.write("all or nothing")
+    >>> target.read_text()
+    'all or nothing'
+    >>> try:
+    ...     with atomic_write(target, "w") as f:
+    ...         _ = f.write("half")
+    ...         raise KeyboardInterrupt
+    ... except KeyboardInterrupt:
+    ...     pass
+    >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+    ('all or nothing', ['notes.txt'])
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        fsync_replace(tmp, path)
+    except BaseException:  # Ctrl-C too: never leave the temporary file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, waiting: str | None = None):
+    """Hold an exclusive lock on ``path`` (created if needed, removed afterwards).
+
+    Other processes asking for the same lock wait until it is released. If
+    ``waiting`` is given, it is printed once when we have to wait.
+    Where ``fcntl`` does not exist (Windows), this does not lock.
+
+    >>> import tempfile; lock = Path(tempfile.mkdtemp()) / "x.lock"
+    >>> with file_lock(lock):
+    ...     lock.exists()
+    True
+    >>> lock.exists()
+    False
+    """
+    if fcntl is None:
+        yield
+        return
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting:
+                    print(waiting, file=sys.stderr, flush=True)
+                    waiting = None
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            # The holder before us removes the file when done. If it did, our lock is on a
+            # file no one else will open: start again on the file that has the name now.
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    break
+            except FileNotFoundError:
+                pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        Path(path).unlink(missing_ok=True)  # while still holding the lock: see above
+        os.close(fd)

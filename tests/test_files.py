@@ -1,0 +1,64 @@
+"""Crash-safe file writing: the final name only ever holds a complete file; nothing is left over."""
+import os
+import threading
+import time
+
+import pytest
+
+from clip_from_scratch import files
+from clip_from_scratch.files import atomic_write, file_lock, fsync_replace
+
+
+def test_atomic_write_replaces_the_file_only_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as f:
+            f.write(b"half a checkpoint")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no .tmp left behind
+    with atomic_write(target) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_two_writers_get_two_temporary_files(tmp_path):
+    target = tmp_path / "x"
+    with atomic_write(target) as first, atomic_write(target) as second:
+        assert first.name != second.name
+        first.write(b"one"), second.write(b"two")
+    assert target.read_bytes() == b"one"  # the last to finish wins, whole
+
+
+def test_fsync_replace_flushes_before_renaming(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(files.os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(files.os, "replace", lambda a, b: calls.append("replace") or real_replace(a, b))
+    (tmp_path / "a.tmp").write_bytes(b"data")
+    fsync_replace(tmp_path / "a.tmp", tmp_path / "a")
+    assert calls[:2] == ["fsync", "replace"]
+    assert (tmp_path / "a").read_bytes() == b"data" and not (tmp_path / "a.tmp").exists()
+
+
+@pytest.mark.skipif(files.fcntl is None, reason="no flock on this platform")
+def test_file_lock_lets_one_holder_in_at_a_time(tmp_path):
+    lock = tmp_path / "data.lock"
+    inside, overlaps = [], []
+
+    def work():
+        with file_lock(lock):
+            inside.append(1)
+            overlaps.append(len(inside))
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [1, 1, 1, 1]
+    assert not lock.exists()  # removed by the last holder
