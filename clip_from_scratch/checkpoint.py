@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .errors import CourseError
+from .files import atomic_write
 
 FORMAT = "clip_from_scratch.checkpoint"
 REQUIRED_KEYS = ("model", "model_config", "tokenizer", "step")
@@ -40,15 +41,15 @@ class NotATrainingCheckpoint(CourseError, ValueError):
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file, then ``os.replace``.
+    """Write ``state`` to ``path`` atomically: a temporary file of its own, flushed, then renamed.
 
-    A crash or Ctrl-C while writing leaves the previous checkpoint intact,
-    never a half-written file under the real name.
+    A crash, Ctrl-C or a full disk while writing leaves the previous
+    checkpoint intact and no temporary file behind, never a half-written file
+    under the real name.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save({"format": FORMAT, **state}, f)
     return path
 
 

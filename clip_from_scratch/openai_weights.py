@@ -142,9 +142,15 @@ def load(name: str, device: Union[str, torch.device, None] = None, jit: bool = F
          download_root: str | None = None) -> tuple[CLIP, Callable]:
     """Load a CLIP model: a released name (see ``available_models()``) or a checkpoint path.
 
-    Returns ``(model, preprocess)``: the float32 model in eval mode on
-    ``device`` (default: CUDA when available, else the CPU) and the transform
-    that turns a PIL image into the tensor the model takes.
+    Returns ``(model, preprocess)``: the model in eval mode on ``device``
+    (default: CUDA when available, else the CPU) and the transform that turns
+    a PIL image into the tensor the model takes.
+
+    Precision follows openai/clip: on the CPU the model is float32; on a GPU
+    its matrices (convolutions, linear layers, attention, projections) stay
+    float16, as released, while embeddings, LayerNorms and ``logit_scale``
+    are float32 (:func:`half_like_openai`). Features then come out float16,
+    as openai/clip's do; ``model.float()`` gives a float32 model anywhere.
 
     ``jit=True`` (openai/clip's TorchScript model) is accepted and ignored,
     with a warning: this package always returns its readable eager model,
@@ -173,4 +179,29 @@ def load(name: str, device: Union[str, torch.device, None] = None, jit: bool = F
         model = build_model(*read_state_dict(path, trusted=trusted))
     except ValueError as err:  # from_state_dict: not a ViT CLIP checkpoint
         raise CheckpointError(f"{path}: {err}") from None
-    return model.to(device).eval(), eval_transform(model.visual.input_resolution)
+    model = model.to(device).eval()
+    if torch.device(device).type == "cuda":
+        half_like_openai(model)
+    return model, eval_transform(model.visual.input_resolution)
+
+
+def half_like_openai(model: torch.nn.Module) -> torch.nn.Module:
+    """Float16 where openai/clip's ``convert_weights`` puts it: the matrices, not the rest.
+
+    Convolutions, linear layers, attention projections, ``text_projection``
+    and ``visual.proj`` become float16 (half the memory, the GPU's fast
+    kernels); embeddings, LayerNorms, batch norms and ``logit_scale`` stay
+    float32, where the precision matters and the cost does not.
+    """
+    from .layers import Attention
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+            module.half()
+        elif isinstance(module, Attention):
+            module.in_proj_weight.data = module.in_proj_weight.data.half()
+            module.in_proj_bias.data = module.in_proj_bias.data.half()
+        for name in ("text_projection", "proj"):
+            tensor = getattr(module, name, None)
+            if isinstance(tensor, torch.nn.Parameter):
+                tensor.data = tensor.data.half()
+    return model

@@ -22,6 +22,7 @@ import torch
 
 from .checkpoint import read_checkpoint
 from .errors import CourseError
+from .files import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = ("metrics.json", "loss_curve.png")
@@ -202,9 +203,8 @@ class StopRequest:
 # ----------------------------------------------------------------------------- results
 def write_results(out_dir: Path, metrics: dict, history: dict, evals: dict) -> None:
     """``metrics.json`` and ``loss_curve.png``, each written whole or not at all."""
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out_dir / "metrics.json")
+    with atomic_write(out_dir / "metrics.json", "w") as f:
+        f.write(json.dumps(metrics, indent=2))
     save_loss_curve(history, evals, out_dir / "loss_curve.png", title=metrics.get("data", "shapes"))
 
 
@@ -225,9 +225,8 @@ def save_loss_curve(history: dict, evals: dict, path: Path, title: str = "shapes
     ax_scale.plot(history["step"], history["logit_scale"], color="C2")
     ax_scale.set(xlabel="step", ylabel="logit_scale = 1 / temperature", title="learned temperature")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=100, format="png")
 
 
 EVAL_LABELS = {"zeroshot_top1": "zero-shot top-1 on held-out pairs (%)",
