@@ -4,6 +4,7 @@ CI has no GPU; these run wherever CUDA is available (the project's lent GPU
 machine runs them and the results go into the issue notes).
 """
 import json
+import math
 
 import pytest
 import torch
@@ -63,4 +64,4 @@ def test_a_short_pretrain_run_on_cuda(tmp_path):
                  "--batch-size", "64", "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda") and metrics["amp"] in ("bfloat16", "float16")
-    assert metrics["final_loss"] < metrics["evals"]["zeroshot_top1"][-1] + 100   # finite, recorded
+    assert math.isfinite(metrics["final_loss"]) and 0 <= metrics["zeroshot_top1"] <= 100
