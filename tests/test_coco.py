@@ -221,7 +221,8 @@ def test_download_coco_command_reports_fetched_reused_failed_and_disk(served, tm
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"fetched {len(tree.good_ids)}, reused 0" in out and "failed 2" in out
-    assert str(tree.corrupt_id) in out and "disk: cache" in out
+    assert f"{tree.corrupt_id} (undecodable)" in out and f"{tree.missing_id} (missing: HTTP 4xx)" in out
+    assert "disk: cache" in out
     assert main(argv) == 0
     assert f"fetched 0, reused {len(tree.good_ids)}" in capsys.readouterr().out
 
@@ -289,3 +290,8 @@ def test_pickling_for_dataloader_workers_sends_the_file_name_not_the_pixels(serv
     assert len(data) < ds.images.numel() / 2
     copy = pickle.loads(data)
     assert bool((copy.images == ds.images).all()) and copy.captions == ds.captions
+
+
+def test_download_coco_without_a_split_asks_for_one(capsys):
+    assert main(["download", "coco"]) == 2
+    assert "--split val2017" in capsys.readouterr().err

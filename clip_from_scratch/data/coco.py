@@ -368,7 +368,7 @@ class CocoCaptions(torch.utils.data.Dataset):
                 "shape": [len(keep), 3, resolution, resolution], "dtype": "uint8",
                 "image_ids": [image_ids[i] for i in keep], "captions": [captions[i] for i in keep],
                 "failed_ids": failed,
-                "failed_reasons": {str(image_ids[i]): "missing" if status[i] == MISSING else "undecodable"
+                "failed_reasons": {str(image_ids[i]): "missing: HTTP 4xx" if status[i] == MISSING else "undecodable"
                                    for i in np.flatnonzero(np.isin(status, PERMANENT_FAILURES))}}
         builder.finish(keep, meta)
         stats.update(failed=len(failed), failed_ids=failed)
