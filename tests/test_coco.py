@@ -138,7 +138,7 @@ def test_bad_arguments_are_refused_before_any_work(kwargs, message, tmp_path):
     assert not (tmp_path / "coco").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate images", "garbage meta", "other resolution in meta"])
+@pytest.mark.parametrize("damage", ["truncate images", "delete images", "garbage meta", "other resolution in meta"])
 def test_a_damaged_cache_gives_a_clear_error_saying_to_delete_it(damage, served, tmp_path):
     ds = coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False)
     folder = ds.cache_dir
@@ -146,6 +146,8 @@ def test_a_damaged_cache_gives_a_clear_error_saying_to_delete_it(damage, served,
     if damage == "truncate images":
         with open(folder / "images.u8", "r+b") as f:
             f.truncate(1000)
+    elif damage == "delete images":
+        (folder / "images.u8").unlink()
     elif damage == "garbage meta":
         (folder / "meta.json").write_text("{not json")
     else:

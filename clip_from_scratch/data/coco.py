@@ -333,6 +333,8 @@ class CocoCaptions(torch.utils.data.Dataset):
         images = folder / "images.u8"
         size = images.stat().st_size if images.exists() else None
         expected = len(ids) * 3 * self.resolution ** 2
+        if size is None:
+            raise CocoCacheError(f"the cache file {images} is missing, though {path} is there. {fix}")
         if size != expected:
             raise CocoCacheError(f"the cache file {images} holds {size} bytes, not the {expected} that "
                                  f"{len(ids)} images at {self.resolution} px need (an interrupted copy?). {fix}")
