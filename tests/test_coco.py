@@ -7,7 +7,7 @@ import pytest
 
 from clip_from_scratch.cli import main
 from clip_from_scratch.data import coco
-from coco_fixtures import RED, coco_http, coco_tree, use_server, write_coco_tree  # noqa: F401  (fixtures)
+from coco_fixtures import coco_http, coco_tree, use_server, write_coco_tree  # noqa: F401  (fixtures)
 
 R = 16
 
