@@ -284,9 +284,9 @@ def add_download_parser(subparsers) -> None:
                              "the torchvision archives; weights: one released OpenAI model")
     parser.add_argument("name", nargs="?", default=None,
                         help="for weights: the model name, e.g. ViT-B/32")
-    parser.add_argument("--split", default="train2017", choices=["train2017", "val2017"],
-                        help="coco: train2017 to train (118,287 images), val2017 to evaluate (5,000) "
-                             "(default: %(default)s)")
+    parser.add_argument("--split", default=None, choices=["train2017", "val2017"],
+                        help="coco (required): train2017 to train (118,287 images, ~19 GB to fetch), "
+                             "val2017 to evaluate (5,000 images, ~0.8 GB)")
     parser.add_argument("--max-images", type=int, default=None, metavar="N",
                         help="coco: only the first N images by id (default: all)")
     parser.add_argument("--resolution", type=int, default=64, metavar="R",
@@ -306,6 +306,7 @@ def _megabytes(size: int) -> str:
 
 
 def run_download(args) -> int:
+    import json
     from pathlib import Path
 
     from .course import data_root
@@ -316,6 +317,11 @@ def run_download(args) -> int:
     progress = not args.no_progress
     try:
         if args.target == "coco":
+            if args.split is None:
+                print("clip-from-scratch download: error: say which split: --split val2017 (5,000 images to "
+                      "evaluate, ~0.8 GB to fetch) or --split train2017 (118,287 images to train, ~19 GB; "
+                      "--max-images N for the first N)", file=sys.stderr)
+                return 2
             root = Path(args.data_root) if args.data_root else data_root()
             ds = coco.CocoCaptions(args.split, resolution=args.resolution, max_images=args.max_images,
                                    root=root, download=True, progress=progress, keep_jpeg=args.keep_jpeg,
@@ -323,9 +329,11 @@ def run_download(args) -> int:
             stats = ds.stats
             print(f"COCO {args.split} at {args.resolution} px: {len(ds)} images, "
                   f"{sum(map(len, ds.captions))} captions, in {ds.cache_dir}")
+            reasons = json.loads((ds.cache_dir / "meta.json").read_text()).get("failed_reasons", {})
+            skipped = ", ".join(f"{i} ({reasons.get(str(i), '?')})" for i in stats["failed_ids"][:10])
             print(f"  fetched {stats['fetched']}, reused {stats['cached']} (already on disk), "
-                  f"failed {stats['failed']}" + (f" (left out: {stats['failed_ids'][:10]}"
-                                                 f"{' ...' if stats['failed'] > 10 else ''})" if stats["failed"] else ""))
+                  f"failed {stats['failed']}" + (f", left out: {skipped}{' ...' if stats['failed'] > 10 else ''}"
+                                                 if stats["failed"] else ""))
             jpegs = root / "coco" / args.split
             print(f"  disk: cache {_megabytes(coco.disk_usage(ds.cache_dir))}, caption annotations "
                   f"{_megabytes(coco.disk_usage(root / 'coco' / 'annotations') + coco.disk_usage(root / 'coco' / 'annotations_trainval2017.zip'))}"

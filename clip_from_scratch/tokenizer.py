@@ -187,31 +187,36 @@ class Tokenizer:
             return list(symbols)
         ranks = self.bpe_ranks
         word = list(symbols)                      # word[i]: the symbol that starts at node i
-        last = len(word) - 1
-        after = list(range(1, last + 2))          # after[i]: next live node (len(word) = none)
-        before = list(range(-1, last))            # before[i]: previous live node (-1 = none)
-        heap = [(ranks[pair], i) for i, pair in enumerate(zip(word, word[1:])) if pair in ranks]
+        size = len(word)
+        after = list(range(1, size + 1))          # after[i]: next live node (size = none)
+        before = list(range(-1, size - 1))        # before[i]: previous live node (-1 = none)
+        # A heap entry is one int, rank * size + node: ints compare faster than tuples, and
+        # the order is the same as (rank, node).
+        heap = [ranks[pair] * size + i
+                for i, pair in enumerate(zip(word, word[1:])) if pair in ranks]
         heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
         while heap:
-            rank = heap[0][0]
+            rank = heap[0] // size
+            step_end = (rank + 1) * size           # entries below this have this rank
             merged = []                            # nodes that grew in this step
-            while heap and heap[0][0] == rank:     # every occurrence of this one pair, left first
-                _, i = heapq.heappop(heap)
+            while heap and heap[0] < step_end:     # every occurrence of this one pair, left first
+                i = pop(heap) - rank * size
                 j = after[i]
-                if word[i] is None or j > last or ranks.get((word[i], word[j])) != rank:
+                if word[i] is None or j == size or ranks.get((word[i], word[j])) != rank:
                     continue                       # stale: a symbol changed since the push
                 word[i] += word[j]                 # node i absorbs node j
                 word[j] = None
-                after[i] = after[j]
-                if after[i] <= last:
-                    before[after[i]] = i
+                after[i] = k = after[j]
+                if k < size:
+                    before[k] = i
                 merged.append(i)
             for i in merged:                       # the pairs the merges created, both sides
                 for left, right in ((before[i], i), (i, after[i])):
-                    if left >= 0 and right <= last:
+                    if left >= 0 and right < size:
                         new_rank = ranks.get((word[left], word[right]))
                         if new_rank is not None:
-                            heapq.heappush(heap, (new_rank, left))
+                            push(heap, new_rank * size + left)
         return [symbol for symbol in word if symbol is not None]
 
     def encode_word(self, word: str) -> list[int]:

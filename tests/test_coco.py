@@ -7,7 +7,7 @@ import pytest
 
 from clip_from_scratch.cli import main
 from clip_from_scratch.data import coco
-from coco_fixtures import RED, coco_http, coco_tree, use_server, write_coco_tree  # noqa: F401  (fixtures)
+from coco_fixtures import coco_http, coco_tree, use_server, write_coco_tree  # noqa: F401  (fixtures)
 
 R = 16
 
@@ -138,7 +138,7 @@ def test_bad_arguments_are_refused_before_any_work(kwargs, message, tmp_path):
     assert not (tmp_path / "coco").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate images", "garbage meta", "other resolution in meta"])
+@pytest.mark.parametrize("damage", ["truncate images", "delete images", "garbage meta", "other resolution in meta"])
 def test_a_damaged_cache_gives_a_clear_error_saying_to_delete_it(damage, served, tmp_path):
     ds = coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False)
     folder = ds.cache_dir
@@ -146,6 +146,8 @@ def test_a_damaged_cache_gives_a_clear_error_saying_to_delete_it(damage, served,
     if damage == "truncate images":
         with open(folder / "images.u8", "r+b") as f:
             f.truncate(1000)
+    elif damage == "delete images":
+        (folder / "images.u8").unlink()
     elif damage == "garbage meta":
         (folder / "meta.json").write_text("{not json")
     else:
@@ -221,7 +223,8 @@ def test_download_coco_command_reports_fetched_reused_failed_and_disk(served, tm
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"fetched {len(tree.good_ids)}, reused 0" in out and "failed 2" in out
-    assert str(tree.corrupt_id) in out and "disk: cache" in out
+    assert f"{tree.corrupt_id} (undecodable)" in out and f"{tree.missing_id} (missing: HTTP 4xx)" in out
+    assert "disk: cache" in out
     assert main(argv) == 0
     assert f"fetched 0, reused {len(tree.good_ids)}" in capsys.readouterr().out
 
@@ -289,3 +292,8 @@ def test_pickling_for_dataloader_workers_sends_the_file_name_not_the_pixels(serv
     assert len(data) < ds.images.numel() / 2
     copy = pickle.loads(data)
     assert bool((copy.images == ds.images).all()) and copy.captions == ds.captions
+
+
+def test_download_coco_without_a_split_asks_for_one(capsys):
+    assert main(["download", "coco"]) == 2
+    assert "--split val2017" in capsys.readouterr().err

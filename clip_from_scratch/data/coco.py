@@ -333,6 +333,8 @@ class CocoCaptions(torch.utils.data.Dataset):
         images = folder / "images.u8"
         size = images.stat().st_size if images.exists() else None
         expected = len(ids) * 3 * self.resolution ** 2
+        if size is None:
+            raise CocoCacheError(f"the cache file {images} is missing, though {path} is there. {fix}")
         if size != expected:
             raise CocoCacheError(f"the cache file {images} holds {size} bytes, not the {expected} that "
                                  f"{len(ids)} images at {self.resolution} px need (an interrupted copy?). {fix}")
@@ -368,7 +370,7 @@ class CocoCaptions(torch.utils.data.Dataset):
                 "shape": [len(keep), 3, resolution, resolution], "dtype": "uint8",
                 "image_ids": [image_ids[i] for i in keep], "captions": [captions[i] for i in keep],
                 "failed_ids": failed,
-                "failed_reasons": {str(image_ids[i]): "missing" if status[i] == MISSING else "undecodable"
+                "failed_reasons": {str(image_ids[i]): "missing: HTTP 4xx" if status[i] == MISSING else "undecodable"
                                    for i in np.flatnonzero(np.isin(status, PERMANENT_FAILURES))}}
         builder.finish(keep, meta)
         stats.update(failed=len(failed), failed_ids=failed)
