@@ -44,7 +44,8 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .data.pairs import ImageCaptionPairs
 from .loss import contrastive_loss
 from .model import CLIP, ArchitectureMismatchError
-from .tokenizer import Tokenizer, train_bpe
+from .bpe import train_bpe
+from .tokenizer import Tokenizer
 from .train_config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
 from .train_data import load_pairs, make_evaluation
 from .training_run import (CHECKPOINT, StopRequest, TrainingDiverged, TrainingError, any_rank,  # noqa: F401

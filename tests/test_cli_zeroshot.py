@@ -9,7 +9,7 @@ from clip_from_scratch.cli import build_parser
 from clip_from_scratch.data import cifar, shapes
 from clip_from_scratch.download import file_digest
 from clip_from_scratch.model import CLIP, CLIPConfig
-from clip_from_scratch.tokenizer import train_bpe
+from clip_from_scratch.bpe import train_bpe
 from clip_from_scratch.cli import run_zeroshot_command
 
 SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=16,

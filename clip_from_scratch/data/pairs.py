@@ -14,7 +14,7 @@ drawn afresh per epoch (as OpenCLIP does for COCO): more captions per image
 means more variety at no extra cost. The choice is a pure function of the
 seed and the epoch, so a resumed run draws exactly what it would have drawn::
 
-    >>> from clip_from_scratch.tokenizer import train_bpe
+    >>> from clip_from_scratch.bpe import train_bpe
     >>> tokens = pairs.tokenize(train_bpe(["a cat.", "a dog."], 5), context_length=8)
     >>> tokens.caption_rows(torch.tensor([0, 1]), epoch=0, seed=0).tolist() in ([0, 2], [1, 2])
     True
