@@ -248,3 +248,24 @@ def test_bugs_are_not_hidden_as_user_errors(monkeypatch, tmp_path):
     monkeypatch.setitem(cli.COMMANDS, "pretrain", broken)
     with pytest.raises(ValueError, match="an internal bug"):
         main(["pretrain", "--out", str(tmp_path)])
+
+
+def _ddp_folder_worker(rank, port, out_dir, results):
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        train(tiny(out_dir))
+        results[rank] = "trained"
+    except TrainingError as err:
+        results[rank] = str(err)
+
+
+def test_every_torchrun_process_checks_the_output_folder_and_fails_with_the_same_message(tmp_path):
+    train(tiny(tmp_path, steps=1))   # the folder already holds a run: no process may go on
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_folder_worker, args=(port, str(tmp_path), results), nprocs=2, join=True)   # neither waits
+    assert results[0] == results[1] and "already holds a run" in results[0]
