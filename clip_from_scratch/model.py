@@ -10,8 +10,10 @@
 ``logits_per_image[i, j]`` is ``logit_scale.exp()`` times the cosine
 similarity of image i and caption j; training pushes the diagonal up.
 
-The module tree copies OpenAI's checkpoints, so ``state_dict()`` keys are
-theirs (``visual.conv1.weight``, ``transformer.resblocks.0.attn.in_proj_weight``,
+The image tower is a Vision Transformer, or CLIP's ResNet when
+``vision_layers`` is a tuple of four block counts (``CLIP("RN50")``,
+``CLIP("tiny-resnet")``). The module tree copies OpenAI's checkpoints, so
+``state_dict()`` keys are theirs (``visual.conv1.weight``, ``transformer.resblocks.0.attn.in_proj_weight``,
 ``logit_scale``, ...): the text tower's tensors sit at the top level (``CLIP``
 inherits them from ``TextEncoder``), the image tower's under ``visual.``.
 Every hyper-parameter can be read back off the tensor shapes:

@@ -94,6 +94,20 @@ def test_released_architectures_have_the_published_sizes():
     assert round(sizes["RN50"], 1) == 38.3 and round(sizes["RN101"], 1) == 56.3
 
 
+def test_resnet_downloads_are_checked_against_openais_sha256s():
+    published = {  # REFERENCE.md, "CLIP's ResNet image encoders" and "Released checkpoints"
+        "RN50": "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
+        "RN101": "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599",
+        "RN50x4": "7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd",
+        "RN50x16": "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa",
+        "RN50x64": "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c",
+    }
+    for name, sha256 in published.items():
+        url = openai_weights._MODELS[name]
+        assert url == f"https://openaipublic.azureedge.net/clip/models/{sha256}/{name}.pt"
+        assert openai_weights.checkpoint_path(name, "/cache").name == f"{name}.pt"
+
+
 def test_loaded_resnet_uses_stored_batch_norm_statistics(openai_checkpoint):
     """In eval mode an image's features do not depend on the rest of the batch."""
     model, _ = load(str(openai_checkpoint(ODD_RESNETS["one-block-width40-res96"], fmt="torchscript")), device="cpu")
