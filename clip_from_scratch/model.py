@@ -83,6 +83,9 @@ class CLIPConfig:
             if self.image_resolution % TOTAL_STRIDE:
                 raise ValueError(f"image_resolution={self.image_resolution}: a ResNet image encoder halves the "
                                  f"image five times, so the resolution must be a multiple of {TOTAL_STRIDE}")
+        elif not self.vision_patch_size:
+            raise ValueError(f"vision_layers={self.vision_layers} (one number) is a Vision Transformer, which needs "
+                             f"a vision_patch_size; for a ResNet give four block counts, such as (1, 1, 1, 1)")
         elif self.image_resolution % self.vision_patch_size:
             raise ValueError(f"image_resolution={self.image_resolution} must be a multiple of "
                              f"vision_patch_size={self.vision_patch_size}")

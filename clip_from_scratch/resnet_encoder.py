@@ -69,7 +69,8 @@ class Bottleneck(nn.Module):
         self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
         self.conv3 = nn.Conv2d(planes, out_channels, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
-        # Gain 0: the block starts as the identity (x + 0), so a deep stack trains like a shallow one.
+        # Gain 0: the residual branch starts silent and the block passes its shortcut through
+        # (x + 0), so a deep stack starts out training like a shallow one.
         nn.init.zeros_(self.bn3.weight)
         self.downsample = None
         if stride > 1 or in_channels != out_channels:

@@ -153,6 +153,11 @@ def test_wrong_number_of_stages_is_a_clear_error():
         CLIPConfig.preset("RN50", vision_layers=(3, 4, 6))
 
 
+def test_a_vit_config_without_a_patch_size_points_at_the_resnet_form():
+    with pytest.raises(ValueError, match="needs a vision_patch_size; for a ResNet give four block counts"):
+        CLIPConfig(vision_layers=12, vision_patch_size=None)
+
+
 def test_images_of_the_wrong_size_are_a_clear_error(tiny_resnet):
     with pytest.raises(ValueError, match=r"\[batch, 3, 64, 64\], got \(1, 3, 96, 96\).*preprocess"):
         tiny_resnet.encode_image(torch.randn(1, 3, 96, 96))
