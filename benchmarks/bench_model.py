@@ -1,7 +1,8 @@
 """Speed of the model built here next to openai/clip's and open_clip's, same weights, one run.
 
-    python3 benchmarks/bench_model.py                 # CPU: a small ViT CLIP
+    python3 benchmarks/bench_model.py                 # CPU: a small ViT CLIP and a small ResNet CLIP
     python3 benchmarks/bench_model.py --repeats 15 --batch 32 --threads 1
+    python3 benchmarks/bench_model.py --preset RN50 --batch 8   # the released ResNet-50 architecture
 
 What is timed, interleaved (A B C, A B C, ...) so a busy machine slows all
 three alike, with the median of each reported:
@@ -16,12 +17,14 @@ state dict goes through openai/clip's ``build_model`` and open_clip's
 ``build_model_from_openai_state_dict`` (both then converted to float32).
 
 On a CUDA machine it adds a bf16-autocast comparison against open_clip
-(ViT-B/32, images per second, with the card's name).
+(ViT-B/32 and RN50, images per second, with the card's name).
 
 Where the speed comes from: captions are cut to the batch's longest one
 before the text transformer (exact under the causal mask, see
 text_encoder.py), so a 15-token caption costs 17 positions of work, not 77.
-The image side does the same work as the references.
+The image side does the same work as the references (the ResNet's attention
+pool runs as one fused ``scaled_dot_product_attention`` call, a small part of
+its time; the convolutions dominate).
 """
 from __future__ import annotations
 
@@ -118,15 +121,15 @@ def table(title, times, unit_items=None):
         print(line)
 
 
-def cpu_benchmark(args):
+def cpu_benchmark(args, preset):
     device = torch.device("cpu")
-    config = CLIPConfig.preset(args.preset)
+    config = CLIPConfig.preset(preset)
     models = build_models(config, device)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, config.image_resolution, config.image_resolution, generator=generator)
     text = captions(args.batch, config, generator)
     print(f"CPU: {torch.get_num_threads()} threads, torch {torch.__version__}, open_clip {open_clip.__version__}")
-    print(f"model: preset {args.preset!r} {config}\nbatch {args.batch}, captions of 10-20 tokens padded to "
+    print(f"\nmodel: preset {preset!r} {config}\nbatch {args.batch}, captions of 10-20 tokens padded to "
           f"{config.context_length}, {args.repeats} interleaved repeats (+{args.warmup} warm-up), medians")
 
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
@@ -148,7 +151,7 @@ def cpu_benchmark(args):
 
 
 def gpu_benchmark(args, device=None, preset="ViT-B/32"):
-    """bf16 autocast on a CUDA card: ours vs open_clip, ViT-B/32, images per second.
+    """bf16 autocast on a CUDA card: ours vs open_clip for one preset, images per second.
 
     ``device``/``preset`` exist so the code path can be dry-run on a CPU with a tiny model.
     """
@@ -185,7 +188,10 @@ def gpu_benchmark(args, device=None, preset="ViT-B/32"):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", help="CLIPConfig preset for the CPU run (default: small)")
+    parser.add_argument("--preset", nargs="+", default=["small", "small-resnet"],
+                        help="CLIPConfig presets for the CPU run (default: small small-resnet)")
+    parser.add_argument("--gpu-preset", nargs="+", default=["ViT-B/32", "RN50"],
+                        help="presets for the bf16 GPU run (default: ViT-B/32 RN50)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
@@ -197,9 +203,11 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.skip_cpu:
-        cpu_benchmark(args)
+        for preset in args.preset:
+            cpu_benchmark(args, preset)
     if torch.cuda.is_available():
-        gpu_benchmark(args)
+        for preset in args.gpu_preset:
+            gpu_benchmark(args, preset=preset)
     else:
         print("\n(no CUDA device: the bf16 GPU comparison is skipped)")
 

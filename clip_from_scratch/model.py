@@ -10,8 +10,10 @@
 ``logits_per_image[i, j]`` is ``logit_scale.exp()`` times the cosine
 similarity of image i and caption j; training pushes the diagonal up.
 
-The module tree copies OpenAI's checkpoints, so ``state_dict()`` keys are
-theirs (``visual.conv1.weight``, ``transformer.resblocks.0.attn.in_proj_weight``,
+The image tower is a Vision Transformer, or CLIP's ResNet when
+``vision_layers`` is a tuple of four block counts (``CLIP("RN50")``,
+``CLIP("tiny-resnet")``). The module tree copies OpenAI's checkpoints, so
+``state_dict()`` keys are theirs (``visual.conv1.weight``, ``transformer.resblocks.0.attn.in_proj_weight``,
 ``logit_scale``, ...): the text tower's tensors sit at the top level (``CLIP``
 inherits them from ``TextEncoder``), the image tower's under ``visual.``.
 Every hyper-parameter can be read back off the tensor shapes:
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .resnet_encoder import TOTAL_STRIDE, ResNetEncoder
 from .text_encoder import TextEncoder
 from .vision_encoder import VisionEncoder
 
@@ -38,16 +41,21 @@ NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 class CLIPConfig:
     """Every number that shapes a CLIP model, with openai/clip's ``build_model`` names.
 
-    ``vision_heads`` defaults to ``vision_width // 64`` (at least 1), as in
-    CLIP. ``CLIPConfig.preset("ViT-B/32")`` gives a released architecture,
-    ``CLIPConfig.preset("tiny", vocab_size=300)`` a course one with changes.
+    The image encoder is a Vision Transformer when ``vision_layers`` is one
+    number (its depth) and CLIP's ResNet when it is four (blocks per stage,
+    RN50: ``(3, 4, 6, 3)``); a ResNet has no patches (``vision_patch_size``
+    is None) and its ``vision_width`` is the stem's width (RN50: 64).
+    ``vision_heads`` defaults to CLIP's 64 channels a head: ``vision_width // 64``
+    (at least 1) for a ViT, ``32 * vision_width // 64`` for a ResNet's
+    attention pool. ``CLIPConfig.preset("RN50")`` gives a released
+    architecture, ``CLIPConfig.preset("tiny", vocab_size=300)`` a course one with changes.
     """
     embed_dim: int = 512
     # vision
     image_resolution: int = 224
-    vision_layers: int = 12
+    vision_layers: Union[int, tuple[int, int, int, int]] = 12
     vision_width: int = 768
-    vision_patch_size: int = 32
+    vision_patch_size: Optional[int] = 32
     # text
     context_length: int = 77
     vocab_size: int = 49408
@@ -57,23 +65,40 @@ class CLIPConfig:
     vision_heads: Optional[int] = None
 
     def __post_init__(self):
-        if self.vision_heads is None:
-            self.vision_heads = max(1, self.vision_width // 64)
         if isinstance(self.vision_layers, (tuple, list)):
-            raise ValueError("vision_layers is a tuple: that is a ResNet image encoder (RN50 ...); "
-                             "this course builds only the Vision Transformer (ViT) models")
-        for name in ("vision_width", "transformer_width"):
-            heads = self.vision_heads if name == "vision_width" else self.transformer_heads
-            if getattr(self, name) % heads:
-                raise ValueError(f"{name}={getattr(self, name)} must be divisible by its number of heads ({heads})")
-        if self.image_resolution % self.vision_patch_size:
+            self.vision_layers = tuple(int(n) for n in self.vision_layers)  # a JSON round trip makes a list
+            if len(self.vision_layers) != 4:
+                raise ValueError(f"a ResNet image encoder has four stages: vision_layers must be four block "
+                                 f"counts such as (3, 4, 6, 3), got {self.vision_layers}")
+            self.vision_patch_size = None
+        if self.vision_heads is None:
+            self.vision_heads = max(1, self.vision_width * 32 // 64 if self.is_resnet else self.vision_width // 64)
+        attention_width = ("vision_width", 32 * self.vision_width if self.is_resnet else self.vision_width)
+        for (name, width), heads in ((attention_width, self.vision_heads),
+                                     (("transformer_width", self.transformer_width), self.transformer_heads)):
+            if width % heads:
+                what = f"32 * vision_width = {width}" if self.is_resnet and name == "vision_width" else f"{name}={width}"
+                raise ValueError(f"{what} must be divisible by its number of heads ({heads})")
+        if self.is_resnet:
+            if self.image_resolution % TOTAL_STRIDE:
+                raise ValueError(f"image_resolution={self.image_resolution}: a ResNet image encoder halves the "
+                                 f"image five times, so the resolution must be a multiple of {TOTAL_STRIDE}")
+        elif not self.vision_patch_size:
+            raise ValueError(f"vision_layers={self.vision_layers} (one number) is a Vision Transformer, which needs "
+                             f"a vision_patch_size; for a ResNet give four block counts, such as (1, 1, 1, 1)")
+        elif self.image_resolution % self.vision_patch_size:
             raise ValueError(f"image_resolution={self.image_resolution} must be a multiple of "
                              f"vision_patch_size={self.vision_patch_size}")
 
     @property
+    def is_resnet(self) -> bool:
+        """True for CLIP's ResNet image encoder (RN50, ...), False for a Vision Transformer."""
+        return isinstance(self.vision_layers, tuple)
+
+    @property
     def grid_size(self) -> int:
-        """Patches per side: 224 px in 32 px patches -> a 7 x 7 grid."""
-        return self.image_resolution // self.vision_patch_size
+        """Patches per side: 224 px in 32 px patches -> a 7 x 7 grid (a ResNet's final grid: res / 32)."""
+        return self.image_resolution // (TOTAL_STRIDE if self.is_resnet else self.vision_patch_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,25 +120,43 @@ class CLIPConfig:
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "CLIPConfig":
         """Read the architecture off the tensor shapes (as openai/clip's ``build_model`` does).
 
-        Head counts are not stored in the shapes; CLIP always used width // 64.
+        A ViT image encoder has ``visual.proj`` and ``visual.transformer.*``;
+        a ResNet has ``visual.layer1.*`` .. ``visual.layer4.*`` and
+        ``visual.attnpool.*``. Head counts are not stored in the shapes; CLIP
+        always used 64 channels a head.
         """
-        if "visual.proj" not in state_dict:
-            if any(k.startswith("visual.layer1.") for k in state_dict):
-                raise ValueError("this checkpoint has a ResNet image encoder (RN50, RN101, RN50x4, ...). "
-                                 "This course builds only the Vision Transformer models (ViT-B/32, "
-                                 "ViT-B/16, ViT-L/14, ViT-L/14@336px): load one of those instead.")
-            raise ValueError("this does not look like a CLIP checkpoint: it has no 'visual.proj' tensor. "
+        vit_keys = [k for k in state_dict if k == "visual.proj" or k.startswith("visual.transformer.")]
+        resnet_keys = [k for k in state_dict if k.startswith(("visual.layer", "visual.attnpool."))]
+        if vit_keys and resnet_keys:
+            raise ValueError(f"this state dict mixes the tensors of two image encoders: a Vision Transformer's "
+                             f"({vit_keys[0]!r}, ...) and a ResNet's ({resnet_keys[0]!r}, ...). A CLIP checkpoint "
+                             f"has one; was it merged from two files? Load each file on its own.")
+        if not (vit_keys or resnet_keys):
+            raise ValueError("this does not look like a CLIP checkpoint: it has neither 'visual.proj' (a ViT image "
+                             "encoder) nor 'visual.attnpool.*' (a ResNet one). "
                              f"Its first keys are {list(state_dict)[:5]}")
         try:
-            conv = state_dict["visual.conv1.weight"]  # [vision_width, 3, patch, patch]
-            grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+            if resnet_keys:
+                pool_tokens = state_dict["visual.attnpool.positional_embedding"].shape[0]  # grid*grid + 1
+                grid = round((pool_tokens - 1) ** 0.5)
+                if grid * grid + 1 != pool_tokens:
+                    raise ValueError(f"visual.attnpool.positional_embedding has {pool_tokens} rows, "
+                                     f"not a square grid plus one")
+                vision = dict(image_resolution=grid * TOTAL_STRIDE,
+                              vision_layers=tuple(_count_layers(state_dict, f"visual.layer{stage}.")
+                                                  for stage in (1, 2, 3, 4)),
+                              vision_width=state_dict["visual.layer1.0.conv1.weight"].shape[0],
+                              vision_patch_size=None)
+            else:
+                conv = state_dict["visual.conv1.weight"]  # [vision_width, 3, patch, patch]
+                grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+                vision = dict(image_resolution=conv.shape[-1] * grid,
+                              vision_layers=_count_layers(state_dict, "visual.transformer.resblocks."),
+                              vision_width=conv.shape[0], vision_patch_size=conv.shape[-1])
             text_width = state_dict["ln_final.weight"].shape[0]
             return cls(
                 embed_dim=state_dict["text_projection"].shape[1],
-                image_resolution=conv.shape[-1] * grid,
-                vision_layers=_count_layers(state_dict, "visual.transformer.resblocks."),
-                vision_width=conv.shape[0],
-                vision_patch_size=conv.shape[-1],
+                **vision,
                 context_length=state_dict["positional_embedding"].shape[0],
                 vocab_size=state_dict["token_embedding.weight"].shape[0],
                 transformer_width=text_width,
@@ -130,6 +173,12 @@ def _count_layers(state_dict: Mapping, prefix: str) -> int:
 
 
 PRESETS: dict[str, CLIPConfig] = {
+    # OpenAI's released ResNet models: blocks per stage, stem width 64/80/96/128 (REFERENCE.md)
+    "RN50": CLIPConfig(1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12),
+    "RN101": CLIPConfig(512, 224, (3, 4, 23, 3), 64, None, 77, 49408, 512, 8, 12),
+    "RN50x4": CLIPConfig(640, 288, (4, 6, 10, 6), 80, None, 77, 49408, 640, 10, 12),
+    "RN50x16": CLIPConfig(768, 384, (6, 8, 18, 8), 96, None, 77, 49408, 768, 12, 12),
+    "RN50x64": CLIPConfig(1024, 448, (3, 15, 36, 10), 128, None, 77, 49408, 1024, 16, 12),
     # OpenAI's released Vision Transformer models
     "ViT-B/32": CLIPConfig(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12),
     "ViT-B/16": CLIPConfig(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12),
@@ -143,6 +192,14 @@ PRESETS: dict[str, CLIPConfig] = {
     "small": CLIPConfig(embed_dim=256, image_resolution=96, vision_layers=4, vision_width=256,
                         vision_patch_size=16, context_length=77, vocab_size=49408,
                         transformer_width=256, transformer_heads=4, transformer_layers=4),
+    # The same text towers with a ResNet image tower: one (tiny) or two (small) blocks per stage.
+    # 64 px -> a 2 x 2 final grid, 96 px -> 3 x 3; the attention pool is 32 * width wide.
+    "tiny-resnet": CLIPConfig(embed_dim=128, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16,
+                              vision_patch_size=None, context_length=77, vocab_size=49408,
+                              transformer_width=128, transformer_heads=2, transformer_layers=2),
+    "small-resnet": CLIPConfig(embed_dim=256, image_resolution=96, vision_layers=(2, 2, 2, 2), vision_width=32,
+                               vision_patch_size=None, context_length=77, vocab_size=49408,
+                               transformer_width=256, transformer_heads=4, transformer_layers=4),
 }
 
 
@@ -151,7 +208,8 @@ class ArchitectureMismatchError(RuntimeError):
 
 
 class CLIP(TextEncoder):
-    """CLIP with a ViT image encoder (``self.visual``) and a text encoder (inherited).
+    """CLIP with an image encoder (``self.visual``: a ViT, or a ResNet when
+    ``config.vision_layers`` is a tuple) and a text encoder (inherited).
 
     Attributes mirror openai/clip's model: ``visual``, ``transformer``,
     ``token_embedding``, ``positional_embedding``, ``ln_final``,
@@ -166,10 +224,15 @@ class CLIP(TextEncoder):
                          width=config.transformer_width, heads=config.transformer_heads,
                          layers=config.transformer_layers, embed_dim=config.embed_dim)
         self.config = config
-        self.visual = VisionEncoder(image_resolution=config.image_resolution,
-                                    patch_size=config.vision_patch_size, width=config.vision_width,
-                                    layers=config.vision_layers, heads=config.vision_heads,
-                                    embed_dim=config.embed_dim)
+        if config.is_resnet:
+            self.visual = ResNetEncoder(layers=config.vision_layers, width=config.vision_width,
+                                        heads=config.vision_heads, embed_dim=config.embed_dim,
+                                        image_resolution=config.image_resolution)
+        else:
+            self.visual = VisionEncoder(image_resolution=config.image_resolution,
+                                        patch_size=config.vision_patch_size, width=config.vision_width,
+                                        layers=config.vision_layers, heads=config.vision_heads,
+                                        embed_dim=config.embed_dim)
         for name in ("transformer", "token_embedding", "ln_final"):  # list tensors in OpenAI's order (cosmetic)
             self._modules[name] = self._modules.pop(name)
         # The temperature, learned in log space so it stays positive: exp(ln(1/0.07)) = 14.3 at start.
@@ -201,6 +264,10 @@ class CLIP(TextEncoder):
         are converted to the model's.
         """
         state_dict = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
+        for name in self.state_dict(keep_vars=True):
+            # A batch norm's step counter matters only to momentum=None training; files may lack it.
+            if name.endswith(".num_batches_tracked") and name not in state_dict:
+                state_dict[name] = torch.tensor(0, dtype=torch.long)
         if strict:
             check_state_dict(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

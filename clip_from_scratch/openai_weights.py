@@ -3,7 +3,7 @@
 The same face as openai/clip::
 
     import clip_from_scratch as clip
-    clip.available_models()          # ['ViT-B/32', 'ViT-B/16', 'ViT-L/14', 'ViT-L/14@336px']
+    clip.available_models()          # ['RN50', 'RN101', 'RN50x4', 'RN50x16', 'RN50x64', 'ViT-B/32', ...]
     model, preprocess = clip.load("ViT-B/32", device="cpu")
     model, preprocess = clip.load("checkpoints/my_model.pt")   # a local file
 
@@ -17,11 +17,10 @@ What ``load`` reads:
   checkpoints, whose ``"model_config"`` then gives the exact architecture).
 
 The architecture is read off the tensor shapes (``CLIPConfig.from_state_dict``);
-the model comes back in float32, in eval mode, on ``device``.
-
-Only the Vision Transformer models are listed: the ResNet ones (RN50, ...)
-use a different image encoder that this course does not build, and asking
-for one says so.
+the model comes back in eval mode (a ResNet's batch norms use their stored
+statistics) on ``device``: float32 on the CPU, and on a GPU float16 where
+openai/clip keeps float16 (see ``load``). All nine released models load: the
+five ResNets (RN50 ... RN50x64) and the four Vision Transformers.
 """
 from __future__ import annotations
 
@@ -42,13 +41,16 @@ from .transforms import eval_transform
 _BASE = "https://openaipublic.azureedge.net/clip/models"
 # name -> URL; the sha256 of each file is the folder name in its URL.
 _MODELS = {
+    "RN50": f"{_BASE}/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
+    "RN101": f"{_BASE}/8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599/RN101.pt",
+    "RN50x4": f"{_BASE}/7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd/RN50x4.pt",
+    "RN50x16": f"{_BASE}/52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa/RN50x16.pt",
+    "RN50x64": f"{_BASE}/be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c/RN50x64.pt",
     "ViT-B/32": f"{_BASE}/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
     "ViT-B/16": f"{_BASE}/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
     "ViT-L/14": f"{_BASE}/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
     "ViT-L/14@336px": f"{_BASE}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
 }
-# Released, but with a ResNet image encoder this course does not build.
-_RESNET_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64")
 
 
 class CheckpointError(CourseError, RuntimeError):
@@ -56,7 +58,7 @@ class CheckpointError(CourseError, RuntimeError):
 
 
 def available_models() -> list[str]:
-    """Names ``load`` can download: OpenAI's Vision Transformer CLIP models."""
+    """Names ``load`` can download: OpenAI's nine CLIP models, ResNets first, in OpenAI's order."""
     return list(_MODELS)
 
 
@@ -167,9 +169,6 @@ def load(name: str, device: Union[str, torch.device, None] = None, jit: bool = F
     if name in _MODELS:
         path = download_model(name, download_root)   # sha256-checked against the release
         trusted = True
-    elif name in _RESNET_MODELS:
-        raise RuntimeError(f"{name} is a ResNet CLIP model; this course builds only the Vision Transformer "
-                           f"models: {available_models()}")
     elif os.path.isfile(name):
         path = name
     else:
@@ -177,7 +176,7 @@ def load(name: str, device: Union[str, torch.device, None] = None, jit: bool = F
                            f"or pass the path to a checkpoint file")
     try:
         model = build_model(*read_state_dict(path, trusted=trusted))
-    except ValueError as err:  # from_state_dict: not a ViT CLIP checkpoint
+    except ValueError as err:  # from_state_dict: not a CLIP checkpoint
         raise CheckpointError(f"{path}: {err}") from None
     model = model.to(device).eval()
     if torch.device(device).type == "cuda":

@@ -5,8 +5,9 @@ way OpenAI ships them, with random weights:
 
 ``openai_checkpoint(config, fmt="torchscript", seed=0) -> Path``
     Builds openai/clip's own model (``clip.model.CLIP`` from clip-anytorch) for
-    ``config`` (a ``CLIPConfig`` or a preset name such as ``"ViT-B/32"``),
-    converts it to float16 as OpenAI did, and saves it as
+    ``config`` (a ``CLIPConfig`` or a preset name such as ``"ViT-B/32"`` or
+    ``"RN50"``; a ResNet's batch norms get random gains and measured
+    statistics), converts it to float16 as OpenAI did, and saves it as
 
     * ``fmt="torchscript"``: a ``torch.jit.trace`` archive, the format of the
       released ``.pt`` files (``torch.jit.load(path).state_dict()`` gives
@@ -35,6 +36,7 @@ import functools
 import http.server
 import threading
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,8 @@ def openai_clip_module():
 
 def openai_kwargs(config: CLIPConfig) -> dict:
     """The keyword arguments of openai/clip's ``CLIP`` for ``config``."""
-    if config.vision_heads != max(1, config.vision_width // 64) or config.transformer_heads != max(1, config.transformer_width // 64):
+    clip_heads = replace(config, vision_heads=None).vision_heads  # 64 channels a head, as openai/clip infers
+    if config.vision_heads != clip_heads or config.transformer_heads != max(1, config.transformer_width // 64):
         raise ValueError("openai/clip infers heads as width // 64; this config cannot be made in its format")
     return {k: v for k, v in config.to_dict().items() if k != "vision_heads"}
 
@@ -62,6 +65,8 @@ def _make_openai_file(config: CLIPConfig, path: Path, fmt: str, seed: int) -> Pa
     openai_model = openai_clip_module()
     torch.manual_seed(seed)
     model = openai_model.CLIP(**openai_kwargs(config)).eval()
+    if config.is_resnet:
+        _randomise_batch_norms(model.visual)
     # The released archives also carry these plain numbers next to the tensors.
     for key in ("input_resolution", "context_length", "vocab_size"):
         value = config.image_resolution if key == "input_resolution" else getattr(config, key)
@@ -87,6 +92,31 @@ def _make_openai_file(config: CLIPConfig, path: Path, fmt: str, seed: int) -> Pa
     else:
         raise ValueError(f"fmt must be 'torchscript' or 'state_dict', got {fmt!r}")
     return path
+
+
+def _randomise_batch_norms(resnet: torch.nn.Module) -> None:
+    """Give every batch norm random gains and biases and the statistics of real activations.
+
+    A fresh ResNet's batch norms are the identity in eval mode, and OpenAI's
+    init zeroes each block's last gain, which would hide every residual branch
+    from a comparison. Here the gains and biases are random and the running
+    statistics are measured on one random batch, so activations stay of
+    order one through a real-size network and every tensor matters.
+    """
+    generator = torch.Generator().manual_seed(1234)
+    norms = [m for m in resnet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight.copy_(0.5 + torch.rand(norm.weight.shape, generator=generator))
+            norm.bias.copy_(0.2 * torch.randn(norm.bias.shape, generator=generator))
+            norm.reset_running_stats()
+            norm.momentum = None  # a plain average over the batches seen: one batch gives its statistics
+        resnet.train()
+        side = resnet.input_resolution
+        resnet(torch.randn(2, 3, side, side, generator=generator))
+        resnet.eval()
+        for norm in norms:
+            norm.momentum = 0.1
 
 
 @pytest.fixture(scope="session")

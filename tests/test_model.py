@@ -55,11 +55,6 @@ def test_config_round_trips_through_a_dict():
     assert CLIPConfig.from_dict(config.to_dict()) == config
 
 
-def test_resnet_state_dict_is_refused_with_an_explanation():
-    with pytest.raises(ValueError, match="ResNet"):
-        CLIPConfig.from_state_dict({"visual.layer1.0.conv1.weight": torch.zeros(1), "text_projection": torch.zeros(1, 1)})
-
-
 def test_logit_scale_starts_at_one_over_0_07(tiny_model):
     assert math.isclose(tiny_model.logit_scale.exp().item(), 1 / 0.07, rel_tol=1e-6)
 
