@@ -37,6 +37,10 @@ _PRETRAIN_OPTIONS = [
     ("--resolution", "image_resolution", int, "image size in pixels (COCO images are cached at this size)"),
     ("--crop-scale", "crop_scale", float, "random resized crop: smallest fraction of the area kept (1: no crop)"),
     ("--eval-images", "eval_images", int, "COCO: val2017 images for retrieval"),
+    ("--image-encoder", "image_encoder", str, "vit (a Vision Transformer) or resnet (CLIP's modified ResNet; "
+                                              "needs a resolution that is a multiple of 32)"),
+    ("--resnet-blocks", "resnet_blocks", int, "resnet: bottleneck blocks in each of the four stages"),
+    ("--resnet-width", "resnet_width", int, "resnet: stem width (the attention pool is 32 times wider)"),
     ("--patch-size", "patch_size", int, "ViT patch size in pixels"),
     ("--width", "width", int, "width of both transformers"),
     ("--layers", "layers", int, "layers of both transformers"),

@@ -65,6 +65,9 @@ class TrainConfig:
     cifar: bool = True                # also CIFAR-10/100 zero-shot at the end, when CIFAR is on disk
     bpe_merges: int = 100             # the run's own tokenizer: 512 bytes + merges + 2 specials
     # model
+    image_encoder: str = "vit"        # vit (a Vision Transformer) | resnet (CLIP's modified ResNet)
+    resnet_blocks: int = 1            # resnet: bottleneck blocks in each of the 4 stages
+    resnet_width: int = 16            # resnet: stem width (the attention pool is 32x wider)
     patch_size: int = 4               # 16 px / 4 = a 4 x 4 grid: 16 image tokens
     width: int = 64                   # both towers
     layers: int = 2                   # both towers
@@ -95,7 +98,7 @@ class TrainConfig:
     # Settings that define the run: a resumed run must agree on all of these.
     RUN_DEFINING = ("data", "num_images", "image_resolution", "crop_scale", "max_shapes", "spread",
                     "partial_captions", "heldout", "shape_only", "colour_only", "zeroshot_images",
-                    "eval_images", "bpe_merges", "patch_size", "width", "layers", "heads", "embed_dim",
+                    "eval_images", "bpe_merges", "image_encoder", "resnet_blocks", "resnet_width", "patch_size", "width", "layers", "heads", "embed_dim",
                     "context_length", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "beta1",
                     "beta2", "eps", "grad_clip", "seed")
 
@@ -114,9 +117,17 @@ class TrainConfig:
             problems.append("num_images must be a number for shapes (they are drawn, not downloaded)")
         if not self.lr > 0:
             problems.append(f"lr must be positive (got {self.lr})")
-        if self.image_resolution % self.patch_size:
+        if self.image_encoder not in ("vit", "resnet"):
+            problems.append(f"image_encoder must be 'vit' or 'resnet' (got {self.image_encoder!r})")
+        elif self.image_encoder == "resnet" and self.image_resolution % 32:
+            problems.append(f"image_resolution ({self.image_resolution}) must be a multiple of 32 for a ResNet "
+                            f"image encoder, which halves the image five times (try --resolution 32)")
+        elif self.image_encoder == "vit" and self.image_resolution % self.patch_size:
             problems.append(f"image_resolution ({self.image_resolution}) must be a multiple of "
                             f"patch_size ({self.patch_size})")
+        if self.resnet_blocks < 1 or self.resnet_width < 2 or self.resnet_width % 2:
+            problems.append(f"resnet_blocks must be at least 1 and resnet_width an even number >= 2 "
+                            f"(got {self.resnet_blocks} and {self.resnet_width})")
         if self.width % self.heads:
             problems.append(f"width ({self.width}) must be divisible by heads ({self.heads})")
         if self.heldout not in ("pairs", "captions"):
@@ -145,7 +156,17 @@ class TrainConfig:
             raise ConfigError("impossible training settings:\n  " + "\n  ".join(problems))
 
     def model_config(self, vocab_size: int) -> CLIPConfig:
-        """The architecture this run trains: the same width, depth and heads for both towers."""
+        """The architecture this run trains: the same width, depth and heads for both transformers.
+
+        With ``image_encoder="resnet"`` the image tower is CLIP's modified
+        ResNet: ``resnet_blocks`` blocks in each of its four stages.
+        """
+        if self.image_encoder == "resnet":
+            return CLIPConfig(embed_dim=self.embed_dim, image_resolution=self.image_resolution,
+                              vision_layers=(self.resnet_blocks,) * 4, vision_width=self.resnet_width,
+                              vision_patch_size=None, context_length=self.context_length, vocab_size=vocab_size,
+                              transformer_width=self.width, transformer_heads=self.heads,
+                              transformer_layers=self.layers)
         return CLIPConfig(embed_dim=self.embed_dim, image_resolution=self.image_resolution,
                           vision_layers=self.layers, vision_width=self.width,
                           vision_patch_size=self.patch_size, context_length=self.context_length,

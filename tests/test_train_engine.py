@@ -269,3 +269,20 @@ def test_every_torchrun_process_checks_the_output_folder_and_fails_with_the_same
     results = mp.Manager().dict()
     mp.spawn(_ddp_folder_worker, args=(port, str(tmp_path), results), nprocs=2, join=True)   # neither waits
     assert results[0] == results[1] and "already holds a run" in results[0]
+
+
+def test_pretrain_trains_a_resnet_image_tower_and_resumes_it(tmp_path):
+    config = tiny(tmp_path, image_encoder="resnet", image_resolution=32, resnet_blocks=1, resnet_width=16,
+                  steps=4, stop_after=2)
+    train(config)
+    result = train(tiny(tmp_path, image_encoder="resnet", image_resolution=32, resnet_blocks=1,
+                        resnet_width=16, steps=4), resume=True)
+    assert result["finished"] and result["model_config"]["vision_layers"] == (1, 1, 1, 1)
+    from clip_from_scratch import load
+    model, _ = load(str(tmp_path / "checkpoint.pt"), device="cpu")
+    assert model.config.is_resnet and "visual.attnpool.q_proj.weight" in model.state_dict()
+
+
+def test_a_resnet_at_a_resolution_it_cannot_halve_five_times_is_refused(tmp_path, capsys):
+    assert main(["pretrain", "--out", str(tmp_path / "run"), "--image-encoder", "resnet", "--no-progress"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
