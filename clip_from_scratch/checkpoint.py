@@ -16,7 +16,8 @@ states as tensors for that reason. Keys::
     history        {"step": [...], "loss": [...], "logit_scale": [...], "lr": [...]}
     evals          {"step": [...], "zeroshot_top1": [...]}
 
-    >>> model, tokenizer = load_checkpoint("runs/shapes/checkpoint.pt")   # doctest: +SKIP
+It knows nothing of models or tokenizers (it sits below them):
+``train.load_checkpoint`` turns a checkpoint back into ``(model, tokenizer)``.
 """
 from __future__ import annotations
 
@@ -71,23 +72,6 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise NotATrainingCheckpoint(f"{path} is not a clip_from_scratch training checkpoint: it lacks {missing}. "
                          "Released OpenAI weights load with clip_from_scratch.load() instead.")
     return state
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """``(model, tokenizer)`` from a training checkpoint, the model in eval mode on ``device``.
-
-    The tokenizer is the run's own BPE; call it with the model's context length::
-
-        tokens = tokenizer(["a red circle"], context_length=model.config.context_length)
-    """
-    from .model import CLIP, CLIPConfig
-    from .tokenizer import Tokenizer
-
-    state = read_checkpoint(path, device)
-    model = CLIP(CLIPConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
-    tokenizer = Tokenizer.from_dict(state["tokenizer"])
-    return model.to(device).eval(), tokenizer
 
 
 def rng_state() -> dict:

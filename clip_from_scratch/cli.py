@@ -224,7 +224,7 @@ def load_for_zeroshot(args, device):
                               f"own tokenizer: pass it as --checkpoint {args.weights}")
         model, preprocess = load(args.weights, device=device)
         return model, preprocess, tokenize
-    from .checkpoint import load_checkpoint
+    from .train import load_checkpoint
     from .transforms import eval_transform
     model, tokenizer = load_checkpoint(args.checkpoint, device=device)
     # The run's own BPE, padded to the run's own context length (often shorter than CLIP's 77).
@@ -421,7 +421,7 @@ def run_retrieval(args) -> int:
             model, _ = load(args.weights, device=device)
             tokenize_fn = partial(tokenize, context_length=model.config.context_length, truncate=True)
         else:
-            from .checkpoint import load_checkpoint
+            from .train import load_checkpoint
             model, tokenizer = load_checkpoint(args.checkpoint, device=device)
             # The run's own BPE at the run's context length; long captions are cut (end-of-text kept).
             tokenize_fn = partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=True)

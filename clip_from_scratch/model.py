@@ -14,8 +14,7 @@ The image tower is a Vision Transformer, or CLIP's ResNet when
 ``vision_layers`` is a tuple of four block counts (``CLIP("RN50")``,
 ``CLIP("tiny-resnet")``). The module tree copies OpenAI's checkpoints, so
 ``state_dict()`` keys are theirs (``visual.conv1.weight``, ``transformer.resblocks.0.attn.in_proj_weight``,
-``logit_scale``, ...): the text tower's tensors sit at the top level (``CLIP``
-inherits them from ``TextEncoder``), the image tower's under ``visual.``.
+``logit_scale``, ...): the text tower's tensors sit at the top level, the image tower's under ``visual.``.
 Every hyper-parameter can be read back off the tensor shapes:
 ``CLIPConfig.from_state_dict(state_dict)``.
 """
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .resnet_encoder import TOTAL_STRIDE, ResNetEncoder
-from .text_encoder import TextEncoder
+from .text_encoder import TextEncoder, encode_tokens
 from .vision_encoder import VisionEncoder
 
 # Entries of OpenAI's files that are not parameters (plain numbers kept beside the tensors).
@@ -207,9 +206,9 @@ class ArchitectureMismatchError(RuntimeError):
     """A state dict whose tensors do not fit the model it is loaded into."""
 
 
-class CLIP(TextEncoder):
-    """CLIP with an image encoder (``self.visual``: a ViT, or a ResNet when
-    ``config.vision_layers`` is a tuple) and a text encoder (inherited).
+class CLIP(nn.Module):
+    """CLIP: an image encoder (``self.visual``: a ViT, or a ResNet when
+    ``config.vision_layers`` is a tuple) and a text encoder, meeting in one space.
 
     Attributes mirror openai/clip's model: ``visual``, ``transformer``,
     ``token_embedding``, ``positional_embedding``, ``ln_final``,
@@ -218,12 +217,14 @@ class CLIP(TextEncoder):
     """
 
     def __init__(self, config: CLIPConfig | str = "ViT-B/32"):
+        super().__init__()
         if isinstance(config, str):
             config = CLIPConfig.preset(config)
-        super().__init__(context_length=config.context_length, vocab_size=config.vocab_size,
-                         width=config.transformer_width, heads=config.transformer_heads,
-                         layers=config.transformer_layers, embed_dim=config.embed_dim)
         self.config = config
+        self.context_length, self.vocab_size = config.context_length, config.vocab_size
+        text = TextEncoder(context_length=config.context_length, vocab_size=config.vocab_size,
+                           width=config.transformer_width, heads=config.transformer_heads,
+                           layers=config.transformer_layers, embed_dim=config.embed_dim)
         if config.is_resnet:
             self.visual = ResNetEncoder(layers=config.vision_layers, width=config.vision_width,
                                         heads=config.vision_heads, embed_dim=config.embed_dim,
@@ -233,8 +234,15 @@ class CLIP(TextEncoder):
                                         patch_size=config.vision_patch_size, width=config.vision_width,
                                         layers=config.vision_layers, heads=config.vision_heads,
                                         embed_dim=config.embed_dim)
-        for name in ("transformer", "token_embedding", "ln_final"):  # list tensors in OpenAI's order (cosmetic)
-            self._modules[name] = self._modules.pop(name)
+        # The text tower's parts sit on the model itself, not under a "text." prefix, because
+        # that is where OpenAI's checkpoints keep them (token_embedding.weight, transformer.resblocks.0...).
+        # Assigned in the checkpoints' order: parameters positional_embedding, text_projection,
+        # logit_scale; then modules visual, transformer, token_embedding, ln_final.
+        self.transformer = text.transformer
+        self.token_embedding = text.token_embedding
+        self.positional_embedding = text.positional_embedding
+        self.ln_final = text.ln_final
+        self.text_projection = text.text_projection
         # The temperature, learned in log space so it stays positive: exp(ln(1/0.07)) = 14.3 at start.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
@@ -246,7 +254,9 @@ class CLIP(TextEncoder):
         """Images ``[batch, 3, res, res]`` (from ``preprocess``) -> features ``[batch, embed_dim]``."""
         return self.visual(image)
 
-    # encode_text(text) comes from TextEncoder: ids [batch, length] -> [batch, embed_dim]
+    def encode_text(self, text: torch.Tensor, eot_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids ``[batch, length]`` -> features ``[batch, embed_dim]`` (see ``TextEncoder.encode_text``)."""
+        return encode_tokens(self, text, eot_index)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image_features = F.normalize(self.encode_image(image), dim=-1)  # [images, embed_dim]

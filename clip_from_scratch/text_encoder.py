@@ -24,7 +24,7 @@ That also means padding after the end-of-text never changes the result, so
 
 Parameter names are those of OpenAI's checkpoints, whose text tensors sit at
 the top level (``token_embedding.weight``, ``transformer.resblocks.0...``):
-``CLIP`` inherits from this class to keep them there.
+``CLIP`` holds these same parts on itself, and both run :func:`encode_tokens`.
 """
 from __future__ import annotations
 
@@ -57,38 +57,50 @@ class TextEncoder(nn.Module):
         ``[batch]`` and ids already cut to the longest caption: the checks, and
         the wait for the GPU they cost, are then skipped.
         """
-        if eot_index is None:
-            eot_index, longest = self._check_tokens(text)
-            text = text[:, :longest]  # exact: causal attention never looks past the end-of-text token
-        dtype = self.text_projection.dtype
-        x = self.token_embedding(text).to(dtype)                        # [batch, length, width]
-        x = x + self.positional_embedding[:text.shape[1]].to(dtype)
-        x = self.transformer(x)
-        x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), eot_index]  # [batch, width]
-        return x @ self.text_projection                                # [batch, embed_dim]
+        return encode_tokens(self, text, eot_index)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         return self.encode_text(text)
 
-    def _check_tokens(self, text: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Validate ids; return the end-of-text positions and the longest caption's length."""
-        if not isinstance(text, torch.Tensor) or text.dtype not in (torch.int64, torch.int32):
-            got = text.dtype if isinstance(text, torch.Tensor) else type(text).__name__
-            raise TypeError(f"encode_text expects integer token ids (a LongTensor from tokenize()), got {got}")
-        if text.ndim != 2:
-            raise ValueError(f"encode_text expects token ids of shape [batch, length], got {tuple(text.shape)}; "
-                             f"tokenize() a list of captions to get one")
-        if text.shape[1] > self.context_length:
-            raise ValueError(f"captions have {text.shape[1]} tokens but this model's context length is "
-                             f"{self.context_length}; tokenize with context_length={self.context_length}")
-        if text.numel() == 0:
-            raise ValueError("encode_text got an empty batch of token ids")
-        eot_index = text.argmax(dim=-1)  # [batch] the end-of-text token has the largest id
-        # One host sync for all three numbers.
-        longest, low, high = torch.stack([eot_index.max() + 1, text.min().long(), text.max().long()]).tolist()
-        if low < 0 or high >= self.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size}) for this model's vocabulary, "
-                             f"got ids from {low} to {high}: were the captions tokenized with another "
-                             f"tokenizer than the one this model was trained with?")
-        return eot_index, longest
+
+def encode_tokens(tower: nn.Module, text: torch.Tensor, eot_index: torch.Tensor | None = None) -> torch.Tensor:
+    """The text tower's computation, on any module that holds its parts.
+
+    ``tower`` has ``token_embedding``, ``positional_embedding``,
+    ``transformer``, ``ln_final``, ``text_projection``, ``context_length`` and
+    ``vocab_size``: a :class:`TextEncoder`, or a ``CLIP`` model, which holds
+    the same parts under the same names (OpenAI's checkpoint names).
+    """
+    if eot_index is None:
+        eot_index, longest = check_tokens(text, tower.context_length, tower.vocab_size)
+        text = text[:, :longest]  # exact: causal attention never looks past the end-of-text token
+    dtype = tower.text_projection.dtype
+    x = tower.token_embedding(text).to(dtype)                          # [batch, length, width]
+    x = x + tower.positional_embedding[:text.shape[1]].to(dtype)
+    x = tower.transformer(x)
+    x = tower.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), eot_index]       # [batch, width]
+    return x @ tower.text_projection                                   # [batch, embed_dim]
+
+
+def check_tokens(text: torch.Tensor, context_length: int, vocab_size: int) -> tuple[torch.Tensor, int]:
+    """Validate ids; return the end-of-text positions and the longest caption's length."""
+    if not isinstance(text, torch.Tensor) or text.dtype not in (torch.int64, torch.int32):
+        got = text.dtype if isinstance(text, torch.Tensor) else type(text).__name__
+        raise TypeError(f"encode_text expects integer token ids (a LongTensor from tokenize()), got {got}")
+    if text.ndim != 2:
+        raise ValueError(f"encode_text expects token ids of shape [batch, length], got {tuple(text.shape)}; "
+                         f"tokenize() a list of captions to get one")
+    if text.shape[1] > context_length:
+        raise ValueError(f"captions have {text.shape[1]} tokens but this model's context length is "
+                         f"{context_length}; tokenize with context_length={context_length}")
+    if text.numel() == 0:
+        raise ValueError("encode_text got an empty batch of token ids")
+    eot_index = text.argmax(dim=-1)  # [batch] the end-of-text token has the largest id
+    # One host sync for all three numbers.
+    longest, low, high = torch.stack([eot_index.max() + 1, text.min().long(), text.max().long()]).tolist()
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"token ids must lie in [0, {vocab_size}) for this model's vocabulary, "
+                         f"got ids from {low} to {high}: were the captions tokenized with another "
+                         f"tokenizer than the one this model was trained with?")
+    return eot_index, longest

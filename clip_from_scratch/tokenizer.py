@@ -21,18 +21,16 @@ so ``eot_token`` is the largest id (the text encoder finds it with argmax) and
 """
 from __future__ import annotations
 
-import gzip
 import heapq
 import html
-import importlib.util
 import operator
-import os
 from functools import lru_cache
-from pathlib import Path
 
 import ftfy
 import regex
 import torch
+
+from .clip_vocab import VOCAB_FILE, clip_vocab_path, load_clip_merges  # noqa: F401  (VOCAB_FILE, clip_vocab_path: re-exported)
 
 # ---------------------------------------------------------------------------------------------
 # 1. Bytes -> printable unicode characters
@@ -376,72 +374,7 @@ def _pad(rows: list[list[int]], context_length: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. CLIP's released vocabulary
-
-VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
-VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
-# The sha256 pins the bytes; the file has not changed since CLIP's release.
-VOCAB_URL = f"https://raw.githubusercontent.com/openai/CLIP/main/clip/{VOCAB_FILE}"
-VOCAB_ENV_VAR = "CLIP_VOCAB"
-VOCAB_PACKAGES = ("clip", "open_clip")  # both ship the file beside their code
-NUM_CLIP_MERGES = 49152 - 256 - 2  # 48,894: lines 2..48,895 of the file
-
-
-def _packaged_vocab(packages=VOCAB_PACKAGES) -> Path | None:
-    """The vocabulary inside an installed clip / open_clip, found without importing them."""
-    for name in packages:
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        for folder in (spec.submodule_search_locations or []) if spec else []:
-            path = Path(folder) / VOCAB_FILE
-            if path.is_file():
-                return path
-    return None
-
-
-def clip_vocab_path(vocab_path=None, *, packages=VOCAB_PACKAGES, url: str = VOCAB_URL,
-                    cache_dir=None) -> Path:
-    """Where CLIP's ``bpe_simple_vocab_16e6.txt.gz`` is, downloading it once if needed.
-
-    Looks, in order, at: ``vocab_path``; ``$CLIP_VOCAB``; an installed ``clip``
-    or ``open_clip`` package; the course cache (``course.data_root()``);
-    and finally downloads it there from ``url``, checking its sha256.
-    """
-    explicit = vocab_path or os.environ.get(VOCAB_ENV_VAR)
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            source = "vocab_path" if vocab_path else f"${VOCAB_ENV_VAR}"
-            raise FileNotFoundError(f"{source} points at {path}, which does not exist. Put CLIP's "
-                                    f"{VOCAB_FILE} there, or unset it to use the default.")
-        return path
-    found = _packaged_vocab(packages)
-    if found is not None:
-        return found
-    from .download import ChecksumError, DownloadError, download  # only off the happy path
-    if cache_dir is None:
-        from .course import data_root
-        cache_dir = data_root()
-    target = Path(cache_dir) / VOCAB_FILE
-    try:
-        return download(url, target, sha256=VOCAB_SHA256, progress=False)
-    except ChecksumError:
-        raise  # its message already says what to do
-    except DownloadError as err:
-        raise DownloadError(
-            f"CLIP's vocabulary file {VOCAB_FILE} is not installed and could not be downloaded "
-            f"({err}).\nTo fix: copy the file to {target.resolve()} "
-            f"(or set {VOCAB_ENV_VAR}=/path/to/{VOCAB_FILE}, or `pip install open_clip_torch`, "
-            f"which ships it). Its sha256 is {VOCAB_SHA256}.") from err
-
-
-def load_clip_merges(vocab_path=None) -> list[tuple[str, str]]:
-    """CLIP's 48,894 merges, in rank order, read from the released file."""
-    lines = gzip.open(clip_vocab_path(vocab_path)).read().decode("utf-8").split("\n")
-    return [tuple(line.split()) for line in lines[1:NUM_CLIP_MERGES + 1]]  # line 0: "#version"
-
+# 4. CLIP's released vocabulary (the file itself is found or fetched by clip_vocab.py)
 
 @lru_cache(maxsize=None)
 def clip_tokenizer(vocab_path=None) -> Tokenizer:

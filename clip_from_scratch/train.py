@@ -29,6 +29,7 @@ features so every slice is contrasted against the whole batch.
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -39,11 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint  # noqa: F401  (re-exported: train.load_checkpoint)
-from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data.pairs import ImageCaptionPairs
 from .loss import contrastive_loss
-from .model import CLIP, ArchitectureMismatchError
+from .model import CLIP, ArchitectureMismatchError, CLIPConfig
 from .bpe import train_bpe
 from .tokenizer import Tokenizer
 from .train_config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
@@ -207,6 +207,21 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         write_results(out_dir, metrics, history, evals)
     cleanup_distributed(world_size)
     return {**metrics, "finished": True, "history": history}
+
+
+# ----------------------------------------------------------------------------- reading a run back
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """``(model, tokenizer)`` from a training checkpoint, the model in eval mode on ``device``.
+
+    The tokenizer is the run's own BPE; call it with the model's context length::
+
+        tokens = tokenizer(["a red circle"], context_length=model.config.context_length)
+    """
+    state = read_checkpoint(path, device)
+    model = CLIP(CLIPConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    tokenizer = Tokenizer.from_dict(state["tokenizer"])
+    return model.to(device).eval(), tokenizer
 
 
 # ----------------------------------------------------------------------------- pieces of a step

@@ -115,7 +115,7 @@ def course_checkpoint(coco_val, tmp_path):
 
 
 def test_encode_coco_keeps_the_order_of_images_and_captions(coco_val, course_checkpoint):
-    from clip_from_scratch.checkpoint import load_checkpoint
+    from clip_from_scratch.train import load_checkpoint
     _, data = coco_val
     model, tokenizer = load_checkpoint(course_checkpoint)
     tokenize_fn = partial(tokenizer.tokenize, context_length=12, truncate=True)
@@ -142,7 +142,7 @@ def test_retrieval_command_on_a_course_checkpoint(coco_val, course_checkpoint, t
     assert record["num_images"] == len(data) and record["resolution"] == R
     assert record["num_captions"] == sum(map(len, data.captions))
     assert sorted(record["failed_ids"]) == data.stats["failed_ids"]
-    from clip_from_scratch.checkpoint import load_checkpoint
+    from clip_from_scratch.train import load_checkpoint
     model, tokenizer = load_checkpoint(course_checkpoint)
     expected = recall_at_k(*encode_coco(model, partial(tokenizer.tokenize, context_length=12, truncate=True),
                                         data, progress=False))

@@ -7,7 +7,8 @@ import torch
 import torch.multiprocessing as mp
 
 from clip_from_scratch import train as train_module
-from clip_from_scratch.checkpoint import load_checkpoint, read_checkpoint
+from clip_from_scratch.checkpoint import read_checkpoint
+from clip_from_scratch.train import load_checkpoint
 from clip_from_scratch.train import TrainConfig, TrainingDiverged, TrainingError, learning_rate, train
 
 # A tiny run: a few seconds on a CPU.
