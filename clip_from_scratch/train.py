@@ -56,10 +56,12 @@ from .transforms import normalize
 
 # ----------------------------------------------------------------------------- the loop
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
-          pairs: ImageCaptionPairs | None = None) -> dict:
+          pairs: ImageCaptionPairs | None = None, evaluation=None) -> dict:
     """Train (or, with ``resume=True``, continue) a CLIP. Returns the final metrics.
 
-    ``pairs`` overrides the data ``config.data`` names (a notebook's own set).
+    ``pairs`` overrides the data ``config.data`` names (a notebook's own set),
+    ``evaluation`` the way it is scored (anything with ``metric``,
+    ``score(model, tokenize)`` and ``final(model, tokenize)``, as in train_data.py).
     Writes ``checkpoint.pt`` every ``checkpoint_every`` steps, at the end and
     when stopped (Ctrl-C, SIGTERM, SIGHUP); ``metrics.json`` and
     ``loss_curve.png`` at the end. A run resumed from its checkpoint continues
@@ -84,7 +86,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                                                                                  config.bpe_merges)
     captions = pairs.tokenize(tokenizer, config.context_length)
     tokenize = partial(tokenizer.tokenize, context_length=config.context_length, truncate=True)
-    evaluation = make_evaluation(config, rank, world_size)
+    evaluation = evaluation if evaluation is not None else make_evaluation(config, rank, world_size)
     images = keep_on_device_if_it_fits(pairs.images, device)
 
     model = CLIP(config.model_config(tokenizer.vocab_size)).to(device)
