@@ -69,7 +69,7 @@ def check_count_parameters(count_parameters) -> bool:
     if got == want + 3:
         return report(False, "", "off by 3: input_resolution, context_length and vocab_size are plain "
                       "numbers stored in the file, not parameters; leave them out.")
-    return report(got == want, f"{got:,} parameters, as the paper's ViT-B/32.",
+    return report(got == want, f"{got:,} parameters, as in OpenAI's released ViT-B/32 (the count their Interacting_with_CLIP notebook prints).",
                   f"got {got:,}, expected {want:,}: sum tensor.numel() over the tensors, except the "
                   f"three non-parameter entries.")
 
