@@ -103,7 +103,10 @@ def check_longest_caption(longest_caption) -> bool:
     length, verdict = _attempt(longest_caption, tokens)
     if verdict is not None:
         return verdict
-    length = int(length) if isinstance(length, (int, torch.Tensor)) else length
+    try:
+        length = int(length)
+    except Exception:  # noqa: BLE001 - a list, a string, a tensor of many values, NaN
+        return report(False, "", f"return one whole number (the positions to keep), got {length!r}.")
     if length == 11:
         return report(False, "", "off by one: the end-of-text token at index 11 must be kept, so 12 positions.")
     if length != 12:

@@ -78,7 +78,7 @@ def check_topk_accuracy(topk_accuracy) -> bool:
         got = got.item()
         if abs(got - 100 * want) < 1e-6:
             return report(False, "", "that is a percentage: return a fraction between 0 and 1.")
-        if abs(got - want) > 1e-6:
+        if not abs(got - want) <= 1e-6:   # (NaN fails too)
             return report(False, "", f"top-{k}: yours {got:.3f}, expected {want:.3f}. A hit means the true label "
                           f"is among the k largest logits of its row (logits.topk(k, dim=1).indices).")
     return report(True, "top-1, top-3 and top-5 all agree with topk_correct.", "")

@@ -86,10 +86,14 @@ def check_count_parameters(count_parameters) -> bool:
     got, verdict = attempt(count_parameters, _meta_state_dict("ViT-B/32"))
     if verdict is not None:
         return verdict
+    if isinstance(got, float) and got.is_integer():
+        got = int(got)                                   # float32 below would round 151,277,313
     value, error = as_tensor(got, "the count")
     if error or value.numel() != 1:
         return report(False, "", error or "return one number: the sum of numel() over the tensors.")
-    got = int(round(value.double().item())) if not isinstance(got, int) else got
+    if not torch.isfinite(value).all() or value.item() != int(value.item()):
+        return report(False, "", f"return a whole number of parameters, got {got!r}.")
+    got = int(value.double().item()) if not isinstance(got, int) else got
     want = 151_277_313
     if got == want + 3:
         return report(False, "", "off by 3: input_resolution, context_length and vocab_size are plain "
