@@ -128,8 +128,7 @@ def draw_zero_shot(classnames: Sequence[str] = ("plane", "car", "dog", "bird"),
     _box(ax, x0 - 0.5, 1.5, n, 0.8, "text encoder", TEXT_COLOUR, fontsize=10)
     for j in range(n):
         _arrow(ax, (x0 + j, 2.35), (x0 + j, 2.75))
-        _cell(ax, x0 + j, 3.2, f"T{j + 1}", TEXT_COLOUR, bold=True)
-        ax.text(x0 + j, 2.55, classnames[j], ha="left", va="center", fontsize=7, color="#7a4b00")
+        _cell(ax, x0 + j, 3.2, f"T{j + 1}\n{classnames[j]}", TEXT_COLOUR, fontsize=7)
     ax.text(0.0, 2.6, "2. A classifier from label text:\none text feature per class", fontsize=9, va="center")
     # Stage 3: image -> image encoder -> I_1, compared with every class feature.
     y = 4.7
@@ -145,7 +144,7 @@ def draw_zero_shot(classnames: Sequence[str] = ("plane", "car", "dog", "bird"),
     _arrow(ax, (x0 + winner, y + 0.5), (x0 + winner, y + 1.15))
     ax.text(x0 + winner, y + 1.45, f'prediction: "{template.format(classnames[winner])}"', ha="center",
             va="center", fontsize=9, fontweight="bold")
-    ax.text(0.0, y + 1.45, "3. Zero-shot prediction", fontsize=9, va="center")
+    ax.text(0.0, y - 0.85, "3. Zero-shot prediction", fontsize=9, va="center")
     return ax.figure
 
 
