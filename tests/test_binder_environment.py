@@ -10,12 +10,18 @@ import ast
 import json
 import re
 import sys
-import tomllib
 from functools import lru_cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib                                   # Python 3.11+
+except ImportError:                                  # pragma: no cover - older Pythons
+    tomllib = pytest.importorskip("tomli")
+if not hasattr(sys, "stdlib_module_names"):          # pragma: no cover - Python < 3.10
+    pytest.skip("needs sys.stdlib_module_names (Python 3.10+)", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENT = ROOT / "environment.yml"
