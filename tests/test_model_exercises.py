@@ -70,3 +70,63 @@ def test_typical_mistakes_get_a_hint(check, mistake, hint, capsys):
     assert check(mistake) is False
     out = capsys.readouterr().out
     assert "[NOT YET]" in out and hint in out
+
+
+def mean_pool(hidden, tokens):
+    real = (torch.arange(tokens.shape[1])[None, :] <= tokens.argmax(-1)[:, None]).float()
+    return (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+
+
+def text_parameters(vocab_size, context_length, width, layers, embed_dim):
+    return vocab_size * width + context_length * width + layers * (12 * width ** 2 + 13 * width) + 2 * width \
+        + width * embed_dim
+
+
+def interpolate_positions(table, new_grid):
+    g = round((table.shape[0] - 1) ** 0.5)
+    grid = torch.nn.functional.interpolate(table[1:].reshape(g, g, -1).permute(2, 0, 1)[None], size=(new_grid, new_grid),
+                                           mode="bicubic", align_corners=False)
+    return torch.cat([table[:1], grid[0].permute(1, 2, 0).reshape(new_grid * new_grid, -1)])
+
+
+def text_macs(tokens, width, layers, embed_dim):
+    return layers * (tokens * 12 * width ** 2 + 2 * tokens ** 2 * width) + width * embed_dim
+
+
+def mean_before_end_of_text(hidden, tokens):      # leaves the end-of-text row out
+    real = (torch.arange(tokens.shape[1])[None, :] < tokens.argmax(-1)[:, None]).float()
+    return (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+
+
+TRANSFER_SOLUTIONS = {
+    ch02.check_mean_pool: mean_pool,
+    ch02.check_text_parameters: text_parameters,
+    ch03.check_interpolate_positions: interpolate_positions,
+    ch03.check_text_macs: text_macs,
+}
+
+
+@pytest.mark.parametrize("check", list(TRANSFER_SOLUTIONS), ids=lambda f: f.__name__)
+def test_transfer_exercise_solution_passes(check, capsys):
+    assert check(TRANSFER_SOLUTIONS[check]) is True
+    assert "[OK]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, mistake, hint", [
+    (ch02.check_mean_pool, lambda hidden, tokens: hidden.mean(1), "padding too"),
+    (ch02.check_mean_pool, mean_before_end_of_text, "off by one"),
+    (ch02.check_text_parameters, lambda v, c, w, layers, e: text_parameters(v, c, w, layers, e) - layers * 9 * w,
+     "biases"),
+    (ch02.check_text_parameters, lambda v, c, w, layers, e: text_parameters(v, c, w, layers, e) - w * e,
+     "text_projection"),
+    (ch03.check_interpolate_positions, lambda table, g: torch.cat([table[:1], torch.nn.functional.interpolate(
+        table[1:].reshape(1, table.shape[1], 4, 4), size=(g, g), mode="bicubic").reshape(g * g, -1)]), "reshape alone"),
+    (ch03.check_interpolate_positions, lambda table, g: torch.cat([torch.zeros_like(table[:1]),
+                                                                   interpolate_positions(table, g)[1:]]), "class token"),
+    (ch03.check_text_macs, lambda t, w, layers, e: text_macs(t, w, layers, e) - w * e, "projection"),
+    (ch03.check_text_macs, lambda t, w, layers, e: text_macs(t, w, layers, e) + (t - 1) * w * e, "only one row"),
+])
+def test_transfer_exercise_mistakes_get_their_hint(check, mistake, hint, capsys):
+    assert check(mistake) is False
+    out = capsys.readouterr().out
+    assert "[NOT YET]" in out and hint in out, out

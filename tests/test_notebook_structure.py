@@ -54,3 +54,36 @@ def test_chapter_ends_with_checked_exercises(path):
     chapter = path.name.split("_")[0]  # "03", "03b"
     checks = re.findall(rf"exercises\.ch{chapter}\b|from clip_from_scratch\.exercises import .*\bch{chapter}\b", code)
     assert checks, f"{path.name} should check its exercises with clip_from_scratch.exercises.ch{chapter}"
+
+
+def exercise_layout(path):
+    """(indices of '### Exercise' headings, index of the '## Solutions' heading or None, cells)."""
+    cells = load(path)["cells"]
+    exercises = [i for i, c in enumerate(cells)
+                 if c["cell_type"] == "markdown" and re.search(r"^### Exercise \d", source(c), re.MULTILINE)]
+    solutions = [i for i, c in enumerate(cells)
+                 if c["cell_type"] == "markdown" and source(c).strip().splitlines()[0] == "## Solutions"]
+    return exercises, solutions, cells
+
+
+CHAPTERS_WITH_EXERCISES = [p for p in NOTEBOOKS if not p.name.startswith("00_")]
+
+
+@pytest.mark.parametrize("path", CHAPTERS_WITH_EXERCISES, ids=lambda p: p.name)
+def test_two_to_four_exercises_then_one_solutions_section_at_the_end(path):
+    exercises, solutions, cells = exercise_layout(path)
+    assert 2 <= len(exercises) <= 4, f"{path.name} has {len(exercises)} '### Exercise N' headings; keep 2 to 4"
+    assert len(solutions) == 1, f"{path.name} should have exactly one '## Solutions' heading, after the exercises"
+    assert solutions[0] > exercises[-1], "the solutions belong after the last exercise, not under each one"
+    between = [source(c) for c in cells[exercises[0]:solutions[0]] if c["cell_type"] == "markdown"]
+    assert not any("**Solution" in text for text in between), "a solution sits directly under its exercise"
+
+
+@pytest.mark.parametrize("path", CHAPTERS_WITH_EXERCISES, ids=lambda p: p.name)
+def test_every_check_the_exercises_call_is_asserted_on_its_solution(path):
+    exercises, solutions, cells = exercise_layout(path)
+    code = lambda part: "\n".join(source(c) for c in part if c["cell_type"] == "code")
+    called = set(re.findall(r"\b(check_\w+)\(", code(cells[exercises[0]:solutions[0]])))
+    asserted = set(re.findall(r"^assert .*\b(check_\w+)\(", code(cells[solutions[0]:]), re.MULTILINE))
+    assert called, f"{path.name}: the exercises call no check"
+    assert called <= asserted, f"{path.name}: solutions do not assert {sorted(called - asserted)}"

@@ -54,3 +54,39 @@ def test_merge_check_explains_overlaps(capsys):
         return tuple("".join(word[i:i + 2]) for i in range(0, len(word), 2))
     ch01.check_merge(greedy_overlapping)
     assert "Overlaps" in capsys.readouterr().out
+
+
+BYTE_OF = {c: b for b, c in bytes_to_unicode().items()}
+
+
+def decode(ids, decoder):
+    return bytes(BYTE_OF[c] for c in "".join(decoder[i] for i in ids)).decode("utf-8", "replace").replace("</w>", " ")
+
+
+def fit_words(text, context_length):
+    tok, words, kept = clip_tokenizer(), text.split(), 0
+    while kept < len(words) and len(tok.encode(" ".join(words[:kept + 1]))) + 2 <= context_length:
+        kept += 1
+    return " ".join(words[:kept])
+
+
+@pytest.mark.parametrize("check, answer", [(ch01.check_decode, decode), (ch01.check_fit_words, fit_words)])
+def test_transfer_exercise_solutions_pass(check, answer, capsys):
+    assert check(answer) is True
+    assert capsys.readouterr().out.startswith("[OK]")
+
+
+@pytest.mark.parametrize("check, mistake, hint", [
+    (ch01.check_decode, lambda ids, decoder: "".join(decoder[i] for i in ids).replace("</w>", " "), "stand-in"),
+    (ch01.check_decode, lambda ids, decoder: "".join(chr(BYTE_OF[c]) for c in "".join(decoder[i] for i in ids))
+     .replace("</w>", " "), "UTF-8"),
+    (ch01.check_decode, lambda ids, decoder: decode(ids, decoder).replace(" ", "<>").replace("<>", "</w>"), "</w>"),
+    (ch01.check_fit_words, lambda text, n: " ".join(text.split()[:n]), "two special tokens"),
+    (ch01.check_fit_words, lambda text, n: clip_tokenizer().decode(clip_tokenizer().encode(text)[:n - 2]),
+     "whole words"),
+    (ch01.check_fit_words, lambda text, n: fit_words(text, n - 3), "one more word still fits"),
+])
+def test_transfer_exercise_mistakes_get_their_hint(check, mistake, hint, capsys):
+    assert check(mistake) is False
+    out = capsys.readouterr().out
+    assert "[NOT YET]" in out and hint in out, out

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from . import not_attempted, report
+from . import attempt, not_attempted, report
 
 
 def _placeholder(fn, *args) -> bool:
@@ -64,8 +64,8 @@ def check_pair_counts(count_pairs) -> bool:
         if error:
             return report(False, "", f"your function raised {error} on {words}")
         try:
-            got = {k: v for k, v in dict(got or {}).items() if v}  # a Counter or dict, zeros ignored
-        except (TypeError, ValueError):
+            got = {k: v for k, v in dict(got).items() if v}  # a Counter or dict, zeros ignored
+        except Exception:  # noqa: BLE001 - a number, a tensor, a list of the wrong shape
             return report(False, "", f"expected a dict {{pair: count}}, got {type(got).__name__}.")
         if got != want:
             return report(False, "", f"for {words} expected {want}, got {got}. Count each adjacent "
@@ -117,3 +117,79 @@ def check_fit_to_context(fit) -> bool:
         return report(False, "", "too-long ids without truncate should raise RuntimeError, like "
                                  "openai/clip does.")
     return report(True, "start, ids, end, zero padding, and openai's truncation rule.", "")
+
+
+_DECODE_TEXTS = ["a photo of a cat.", "Кошка на окне", "一只猫 🍕", "don't stop"]
+
+
+def check_decode(decode) -> bool:
+    """``decode(ids, decoder) -> str``: ids -> stand-in strings -> bytes -> UTF-8 text, each ``</w>`` a space.
+
+    ``decoder`` is a tokenizer's ``{id: string of stand-in characters}`` table
+    (``clip_tok.decoder``).
+    """
+    from ..tokenizer import bytes_to_unicode, clip_tokenizer
+    tok = clip_tokenizer()
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    for text in _DECODE_TEXTS:
+        ids = tok.encode(text)
+        got, verdict = attempt(decode, list(ids), tok.decoder)
+        if verdict is not None:
+            return verdict
+        want = tok.decode(ids)
+        if got == want:
+            continue
+        pieces = "".join(tok.decoder[i] for i in ids)
+        if got == pieces or got == pieces.replace("</w>", " "):
+            return report(False, "", f"for {text!r} you returned the stand-in characters ({got!r}): map each one back "
+                                     "to its byte with the inverse of bytes_to_unicode(), then decode the bytes as UTF-8.")
+        if isinstance(got, str) and got.replace(" ", "") == want.replace(" ", "") and "</w>" not in got:
+            return report(False, "", f"for {text!r}: the spaces differ, yours {got!r}, expected {want!r}. "
+                                     "Every '</w>' becomes exactly one space (so a space follows every word).")
+        if isinstance(got, str) and "</w>" in got:
+            return report(False, "", "'</w>' is still in the text: replace it by a space.")
+        wrong = "".join(chr(byte_of[c]) for c in pieces).replace("</w>", " ")   # one character per byte
+        if got == wrong:
+            return report(False, "", f"for {text!r}: you turned each byte into a character (chr(byte)); put the bytes "
+                                     "together first (bytes([...])) and decode them as UTF-8: '猫' is 3 bytes.")
+        return report(False, "", f"for {text!r} expected {want!r}, got {got!r}.")
+    return report(True, "ids -> stand-ins -> bytes -> UTF-8, with </w> as spaces: Cyrillic, Chinese and emoji "
+                        "come back intact.", "")
+
+
+_LONG_CAPTION = ("A small brown dog with a red collar is running across a wide green field near an old wooden fence "
+                 "while two children in yellow raincoats watch from the porch of a white farmhouse under grey clouds")
+
+
+def check_fit_words(fit_words) -> bool:
+    """``fit_words(text, context_length) -> str``: the longest run of whole words, from the start, that fits.
+
+    "Fits" means ``len(encode(prefix)) + 2 <= context_length`` (start and end
+    tokens included). Words are the text's whitespace-separated pieces, joined
+    by single spaces.
+    """
+    from ..tokenizer import clip_tokenizer
+    tok = clip_tokenizer()
+    fits = lambda words: len(tok.encode(" ".join(words))) + 2
+    for text, context_length in [(_LONG_CAPTION, 20), (_LONG_CAPTION, 33), ("a cat", 77), (_LONG_CAPTION, 77)]:
+        words = text.split()
+        k = max(i for i in range(len(words) + 1) if fits(words[:i]) <= context_length)
+        want = " ".join(words[:k])
+        got, verdict = attempt(fit_words, text, context_length)
+        if verdict is not None:
+            return verdict
+        if not isinstance(got, str):
+            return report(False, "", f"return the text (a str), got {type(got).__name__}.")
+        got = " ".join(got.split())
+        if got == want:
+            continue
+        if not (" ".join(words) + " ").startswith(got + " ") and got != "":
+            return report(False, "", f"the result should be whole words from the start of the text; got {got!r}. "
+                                     "Cutting the ids and decoding them can split a word in two.")
+        length = fits(got.split())
+        if length > context_length:
+            return report(False, "", f"{got!r} needs {length} tokens with start and end: more than {context_length}. "
+                                     "Remember the two special tokens.")
+        return report(False, "", f"with context_length={context_length} one more word still fits: expected "
+                                 f"{want!r} ({fits(words[:k])} tokens), got {got!r} ({length} tokens).")
+    return report(True, "the longest whole-word prefix that fits: a kinder truncation than cutting ids.", "")

@@ -103,9 +103,78 @@ def check_longest_caption(longest_caption) -> bool:
     length, verdict = _attempt(longest_caption, tokens)
     if verdict is not None:
         return verdict
-    length = int(length) if isinstance(length, (int, torch.Tensor)) else length
+    try:
+        length = int(length)
+    except Exception:  # noqa: BLE001 - a list, a string, a tensor of many values, NaN
+        return report(False, "", f"return one whole number (the positions to keep), got {length!r}.")
     if length == 11:
         return report(False, "", "off by one: the end-of-text token at index 11 must be kept, so 12 positions.")
     if length != 12:
         return report(False, "", f"expected 12 (the longest caption ends at index 11), got {length}.")
     return report(True, "12 of 77 positions: cutting there changes no output, and saves 84% of the work.", "")
+
+
+def check_mean_pool(mean_pool) -> bool:
+    """``mean_pool(hidden [batch, tokens, width], tokens [batch, tokens])`` -> ``[batch, width]``.
+
+    The average of each caption's rows from its start token to its end-of-text
+    token, both included; the padding after end-of-text left out.
+    """
+    tokens = torch.tensor([[49406, 320, 1125, 49407, 0, 0], [49406, 2368, 49407, 0, 0, 0]])
+    hidden = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(3))
+    pooled, verdict = _attempt(mean_pool, hidden.clone(), tokens.clone())
+    if verdict is not None:
+        return verdict
+    if not isinstance(pooled, torch.Tensor) or tuple(pooled.shape) != (2, 4):
+        got = tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
+        return report(False, "", f"expected shape (2, 4), one row per caption; got {got}.")
+    real = (torch.arange(6)[None, :] <= tokens.argmax(-1)[:, None]).float()          # [batch, tokens]
+    want = (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+    if torch.allclose(pooled, want, atol=1e-5):
+        return report(True, "the mean over each caption's own tokens, padding left out.", "")
+    if torch.allclose(pooled, hidden.mean(1), atol=1e-5):
+        return report(False, "", "that averages the padding too: keep positions up to each caption's end-of-text "
+                                 "token (tokens.argmax(-1)) and divide by their number.")
+    before_eot = (torch.arange(6)[None, :] < tokens.argmax(-1)[:, None]).float()
+    if torch.allclose(pooled, (hidden * before_eot[..., None]).sum(1) / before_eot.sum(1, keepdim=True), atol=1e-5):
+        return report(False, "", "off by one: include the end-of-text token itself (position <= argmax).")
+    if torch.allclose(pooled, (hidden * real[..., None]).sum(1) / 6, atol=1e-5):
+        return report(False, "", "right sum, wrong count: divide by the number of real tokens of each caption, not 6.")
+    return report(False, "", "the rows differ from the mean over positions 0..end-of-text of each caption.")
+
+
+def check_text_parameters(text_parameters) -> bool:
+    """``text_parameters(vocab_size, context_length, width, layers, embed_dim) -> int``: the text tower's parameters."""
+    from ..model import CLIP, CLIPConfig
+    for preset in ("ViT-B/32", "ViT-L/14"):
+        config = CLIPConfig.preset(preset)
+        with torch.device("meta"):
+            model = CLIP(config)
+        text_parts = ("token_embedding", "positional_embedding", "transformer.", "ln_final", "text_projection")
+        want = sum(p.numel() for name, p in model.named_parameters() if name.startswith(text_parts))
+        args = (config.vocab_size, config.context_length, config.transformer_width, config.transformer_layers,
+                config.embed_dim)
+        got, verdict = _attempt(text_parameters, *args)
+        if verdict is not None:
+            return verdict
+        try:
+            got = int(got)
+        except (TypeError, ValueError, RuntimeError):
+            return report(False, "", f"return one whole number, got {type(got).__name__}.")
+        if got == want:
+            continue
+        w, layers = config.transformer_width, config.transformer_layers
+        if got == want - layers * (9 * w) - 2 * w:
+            return report(False, "", f"{preset}: you left out the LayerNorms (a weight and a bias of width each: "
+                                     "ln_1 and ln_2 in every block, and ln_final).")
+        if got == want - layers * 9 * w:
+            return report(False, "", f"{preset}: the linear layers have biases too (in_proj 3w, out_proj w, c_fc 4w, "
+                                     "c_proj w).")
+        if got == want - w * config.embed_dim:
+            return report(False, "", f"{preset}: add text_projection, [width, embed_dim].")
+        if got == want - config.context_length * w:
+            return report(False, "", f"{preset}: add the position embedding, [context_length, width].")
+        return report(False, "", f"{preset}: got {got:,}, expected {want:,}. Per block: ln_1, attention (in_proj "
+                                 "[3w, w] + bias, out_proj [w, w] + bias), ln_2, MLP (c_fc [4w, w] + bias, c_proj "
+                                 "[w, 4w] + bias); around them the two embeddings, ln_final and text_projection.")
+    return report(True, f"12·w² + 13·w per block, plus the embeddings: {want:,} for ViT-L/14's text tower.", "")

@@ -20,6 +20,10 @@ def check_sequence_length(sequence_length) -> bool:
         got, verdict = _attempt(sequence_length, resolution, patch)
         if verdict is not None:
             return verdict
+        try:
+            got = int(got)
+        except Exception:  # noqa: BLE001 - a list, a string, a tensor of many values, NaN
+            return report(False, "", f"return one whole number (the tokens), got {got!r}.")
         if got == want - 1:
             return report(False, "", "you counted the patches; add one for the class token.")
         if got != want:
@@ -86,3 +90,85 @@ def check_add_class_token(add_class_token) -> bool:
     if not torch.equal(out, want):
         return report(False, "", "position 0 of every image should hold class_embedding, then the patches.")
     return report(True, "the class token sits at position 0 of every image's sequence.", "")
+
+
+def check_interpolate_positions(interpolate_positions) -> bool:
+    """``interpolate_positions(positional_embedding [1 + g*g, width], new_grid) -> [1 + new_grid**2, width]``.
+
+    The class token's row unchanged; the g x g grid of rows resized to
+    new_grid x new_grid with bicubic interpolation (``align_corners=False``).
+    """
+    generator = torch.Generator().manual_seed(4)
+    grid, width = 4, 6
+    table = torch.randn(1 + grid * grid, width, generator=generator)
+    table[1:] += torch.linspace(0, 3, grid * grid)[:, None]         # a trend along reading order: makes mix-ups visible
+
+    def reference(new_grid, mode="bicubic"):
+        patches = table[1:].reshape(grid, grid, width).permute(2, 0, 1)[None]       # [1, width, g, g]
+        resized = F.interpolate(patches, size=(new_grid, new_grid), mode=mode, align_corners=False)
+        return torch.cat([table[:1], resized[0].permute(1, 2, 0).reshape(new_grid * new_grid, width)])
+
+    def reshaped_without_permute(new_grid):                                         # the usual slip
+        patches = table[1:].reshape(1, width, grid, grid)
+        resized = F.interpolate(patches, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+        return torch.cat([table[:1], resized.reshape(new_grid * new_grid, width)])
+
+    for new_grid in (7, 4, 2):
+        got, verdict = _attempt(interpolate_positions, table.clone(), new_grid)
+        if verdict is not None:
+            return verdict
+        want = reference(new_grid)
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return report(False, "", f"for new_grid={new_grid} expected shape {tuple(want.shape)} = [1 + "
+                                     f"{new_grid}², width], got {shape}. The class token's row stays one row.")
+        if torch.allclose(got, want, atol=1e-4):
+            continue
+        if not torch.allclose(got[0], table[0]):
+            return report(False, "", "row 0 is the class token: it has no place in the grid, keep it unchanged.")
+        if torch.allclose(got, reference(new_grid, "bilinear"), atol=1e-4):
+            return report(False, "", "bilinear is close; use mode='bicubic', as CLIP's re-implementations do.")
+        if torch.allclose(got, reshaped_without_permute(new_grid), atol=1e-4):
+            return report(False, "", "reshape alone scrambles the table: its rows are patches in reading order, so "
+                                     "reshape to [g, g, width] (row, column, channel), then permute the channels first.")
+        return report(False, "", f"for new_grid={new_grid} the rows differ: reshape rows 1.. to [g, g, width], "
+                                 "permute to [1, width, g, g], F.interpolate(..., mode='bicubic', "
+                                 "align_corners=False), then back to [new_grid², width] and put row 0 in front.")
+    return report(True, "the class token kept, the grid resized: a ViT-B/32 can now read 448 px images (a 14x14 grid).", "")
+
+
+def check_text_macs(text_macs) -> bool:
+    """``text_macs(tokens, width, layers, embed_dim) -> int``: multiply-adds of one caption through the text tower.
+
+    Per layer the chapter's count for the vision tower: 12·width² per token for
+    the linear layers, 2·tokens·width per token for attention; then the
+    projection of the one pooled row, width·embed_dim. (Token embeddings are
+    a table lookup: no multiply-adds.)
+    """
+    cases = [(77, 512, 12, 512), (12, 512, 12, 512), (77, 768, 12, 768), (5, 64, 2, 32)]
+    for tokens, width, layers, embed_dim in cases:
+        got, verdict = _attempt(text_macs, tokens, width, layers, embed_dim)
+        if verdict is not None:
+            return verdict
+        try:
+            got = int(got)
+        except (TypeError, ValueError, RuntimeError):
+            return report(False, "", f"return one whole number, got {type(got).__name__}.")
+        linear, attention = layers * tokens * 12 * width ** 2, layers * 2 * tokens ** 2 * width
+        projection = width * embed_dim
+        want = linear + attention + projection
+        if got == want:
+            continue
+        if got == linear + attention:
+            return report(False, "", "add the projection of the pooled end-of-text row: width x embed_dim.")
+        if got == linear + projection:
+            return report(False, "", "add the attention scores and the weighted sum: 2·tokens·width per token per layer.")
+        if got == linear + attention + tokens * projection:
+            return report(False, "", "only one row is projected: the end-of-text token's, not every token's.")
+        if got == linear + attention // 2 + projection:
+            return report(False, "", "attention has two products, Q·Kᵀ and weights·V: 2·tokens·width per token.")
+        return report(False, "", f"for tokens={tokens}, width={width}, layers={layers}, embed_dim={embed_dim}: "
+                                 f"got {got:,}, expected {want:,}.")
+    full, cut = (12 * 77 * 12 * 512 ** 2 + 12 * 2 * 77 ** 2 * 512), (12 * 12 * 12 * 512 ** 2 + 12 * 2 * 12 ** 2 * 512)
+    return report(True, f"ViT-B/32's text tower: {full / 1e9:.1f} GFLOPs at 77 tokens, {cut / 1e9:.2f} cut to 12: "
+                        f"chapter 02's cut saves {1 - cut / full:.0%}.", "")
