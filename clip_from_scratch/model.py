@@ -243,7 +243,7 @@ class CLIP(nn.Module):
         self.positional_embedding = text.positional_embedding
         self.ln_final = text.ln_final
         self.text_projection = text.text_projection
-        # The temperature, learned in log space so it stays positive: exp(ln(1/0.07)) = 14.3 at start.
+        # The logit scale (1 / temperature), learned in log space so it stays positive: exp(ln(1/0.07)) = 14.3 at start.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     @property

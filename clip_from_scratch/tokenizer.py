@@ -394,13 +394,3 @@ def tokenize(texts, context_length: int = 77, truncate: bool = False) -> torch.T
             [49406,   272,   273,   274,   275,  3255, 49407,     0,     0]])
     """
     return clip_tokenizer().tokenize(texts, context_length=context_length, truncate=truncate)
-
-
-def __getattr__(name):
-    # Training sits above this module (bpe.py imports the tokenizer, never the reverse).
-    # ``tokenizer.train_bpe`` still works for code written before the split; new code
-    # imports it from ``clip_from_scratch.bpe``.
-    if name == "train_bpe":
-        from .bpe import train_bpe
-        return train_bpe
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ What one step does (CLIP, Figure 3): take a batch of images, one caption
 each; encode both; normalise; score every image against every caption; and
 take the symmetric cross-entropy with the matching pairs on the diagonal.
 AdamW with a warm-up + cosine learning rate, gradients clipped, and the
-learnable temperature ``logit_scale`` clamped at ln(100) as in the paper.
+learnable logit scale (1 / temperature, stored as its log ``logit_scale``) clamped at 100 as in the paper.
 
 Mixed precision (on a GPU) covers the encoders only: the features are cast to
 float32 *before* the loss, so the logits (up to 100 x cosine) and the
@@ -161,7 +161,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            with torch.no_grad():   # CLIP clamps the temperature so logits never exceed 100 x cosine
+            with torch.no_grad():   # CLIP clamps the logit scale at 100, so logits never exceed 100 x cosine
                 model.logit_scale.clamp_(0, math.log(100))
             step += 1
             pending.append((step, lr, loss.detach(), model.logit_scale.detach().exp()))
@@ -228,7 +228,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 # ----------------------------------------------------------------------------- pieces of a step
 class FeaturesForLoss(nn.Module):
-    """The two encoders and the temperature: what the loss needs (DDP wraps this)."""
+    """The two encoders and the logit scale: what the loss needs (DDP wraps this)."""
 
     def __init__(self, model: CLIP):
         super().__init__()

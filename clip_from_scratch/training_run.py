@@ -223,7 +223,7 @@ def save_loss_curve(history: dict, evals: dict, path: Path, title: str = "shapes
         ax_acc.plot(evals["step"], evals[metric], "o-", color="C1")
         ax_acc.set(ylabel=EVAL_LABELS.get(metric, metric), ylim=(0, 100))
     ax_scale.plot(history["step"], history["logit_scale"], color="C2")
-    ax_scale.set(xlabel="step", ylabel="logit_scale = 1 / temperature", title="learned temperature")
+    ax_scale.set(xlabel="step", ylabel="logit_scale = 1 / temperature", title="learned logit scale (1 / temperature)")
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, dpi=100, format="png")

@@ -76,11 +76,13 @@ def test_several_shapes_per_scene_are_all_captioned():
             assert f"{obj['colour']} {obj['shape']}" in text
 
 
-def test_to_float_normalises_like_clip_preprocessing():
-    white = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
-    expected = (1 - torch.tensor(shapes.MEAN)) / torch.tensor(shapes.STD)
-    torch.testing.assert_close(shapes.to_float(white)[0, :, 0, 0], expected)
+def test_shapes_images_normalised_on_the_device_equal_clip_preprocessing_of_the_same_picture():
+    from PIL import Image
 
+    from clip_from_scratch.transforms import eval_transform, normalize
+    image, _ = shapes.ShapesDataset(1, resolution=32, seed=3)[0]                       # uint8 [3, 32, 32]
+    picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+    torch.testing.assert_close(normalize(image[None])[0], eval_transform(32)(picture))
 
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown split"):

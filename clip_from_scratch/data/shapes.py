@@ -65,9 +65,6 @@ PARTIAL_PHRASINGS = ("a {colour} shape.", "a {size} {colour} shape.", "a {shape}
 #: centre, a 4 x 4 patch grid learns shapes in a minute; the train command uses the same default.
 SPREAD = 0.25
 _SPLITS = {"train": 0, "val": 1, "zeroshot": 2}
-# CLIP's normalisation, so shapes images look like the real pipeline's inputs.
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def sample_scene(rng: np.random.Generator, split: str = "train", max_shapes: int = 1,
@@ -271,13 +268,6 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     def labels(self) -> torch.Tensor:
         return torch.tensor([self.label(i) for i in range(self.size)])
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float [B, 3, H, W], normalised as CLIP's preprocessing does."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std
 
 
 def zeroshot_set(size: int = 600, resolution: int = 32, seed: int = 0, spread: float = SPREAD) -> dict:
