@@ -15,11 +15,22 @@ from . import report
 from .ch02 import _attempt
 
 
+def _count(got):
+    """``(number, None)``, or ``(None, verdict)`` when the answer is not one number."""
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    if isinstance(got, bool) or not isinstance(got, (int, float)) or got != got:
+        return None, report(False, "", f"expected a whole number, got {type(got).__name__}: {got!r}"[:200])
+    return got, None
+
+
 def check_pool_tokens(pool_tokens) -> bool:
     """``pool_tokens(resolution)`` -> tokens the attention pool sees (final grid cells + the mean token)."""
     cases = {224: 50, 288: 82, 384: 145, 448: 197, 64: 5}
     for resolution, want in cases.items():
         got, verdict = _attempt(pool_tokens, resolution)
+        if verdict is None:
+            got, verdict = _count(got)
         if verdict is not None:
             return verdict
         if got == want - 1:
@@ -119,6 +130,8 @@ def check_bottleneck_parameters(bottleneck_parameters) -> bool:
     cases = [(64, 64, 1), (256, 64, 1), (256, 128, 2), (1024, 512, 2), (40, 10, 1)]
     for in_channels, planes, stride in cases:
         got, verdict = _attempt(bottleneck_parameters, in_channels, planes, stride)
+        if verdict is None:
+            got, verdict = _count(got)
         if verdict is not None:
             return verdict
         want = _bottleneck_parameters(in_channels, planes, stride)
