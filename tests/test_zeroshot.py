@@ -180,8 +180,16 @@ def test_labels_outside_the_class_list_are_refused():
         zero_shot_metrics(torch.zeros(2, 2), torch.tensor([0, 7]), ["a", "b"])
 
 
-def test_result_type_is_exported():
-    assert ZeroShotResult.__name__ == "ZeroShotResult"
+def test_result_table_lists_the_weakest_classes_first_and_the_confusions():
+    # Three classes: "sea" always right, "sky" half right, "sand" always taken for "sky"; no templates given.
+    confusion = torch.tensor([[2, 0, 0], [1, 1, 0], [0, 2, 0]])
+    result = ZeroShotResult(["sea", "sky", "sand"], confusion, {1: 3 / 6})
+    lines = result.table(worst=2).splitlines()
+    assert lines[0] == "images: 6   classes: 3   templates: ?"
+    assert lines[1] == "top-1 accuracy:  50.00%"
+    assert lines[2:5] == ["weakest classes (top-1):", f"  {'sand':>20s}:   0.00%", f"  {'sky':>20s}:  50.00%"]
+    assert lines[5:] == ["most confused (true -> predicted: images):",
+                         f"  {'sand':>20s} -> sky: 2", f"  {'sky':>20s} -> sea: 1"]
 
 
 # --- the exercises' checks: [OK] for a right answer, an explanation (never an exception) otherwise ---
