@@ -69,7 +69,9 @@ def test_openai_weights_on_fake_cifar10(openai_checkpoint, monkeypatch, tmp_path
     record = json.loads(output.read_text())
     assert record["num_images"] == 7 and len(record["templates"]) == 18
     assert record["classnames"] == list(cifar.CIFAR10_CLASSES)
-    assert 0 <= record["top1"] <= record["top5"] <= 1
+    hits = sum(record["confusion"][i][i] for i in range(10))   # the confusion matrix's diagonal
+    assert record["top1"] == pytest.approx(hits / 7)
+    assert record["top1"] <= record["top5"] and record["top5"] * 7 == pytest.approx(round(record["top5"] * 7))
     assert "top-5 accuracy" in capsys.readouterr().out
 
 

@@ -1,6 +1,7 @@
 """The training loop: exact resume, atomic weights-only checkpoints, clear stops on bad input."""
 import os
 import socket
+from functools import partial
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch.multiprocessing as mp
 from clip_from_scratch import train as train_module
 from clip_from_scratch.checkpoint import read_checkpoint
 from clip_from_scratch.train import load_checkpoint
+from clip_from_scratch.train_data import ShapesEvaluation
 from clip_from_scratch.train import TrainConfig, TrainingDiverged, TrainingError, learning_rate, train
 
 # A tiny run: a few seconds on a CPU.
@@ -35,7 +37,14 @@ def test_run_writes_checkpoint_metrics_and_loss_curve(uninterrupted):
         assert (out / name).stat().st_size > 0, f"{name} missing"
     import json
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["zeroshot_top1"] <= 100 and metrics["config"]["steps"] == 8
+    assert metrics["config"]["steps"] == 8
+    # The reported score is the saved model's, on the run's held-out pairs: scoring the checkpoint again gives it.
+    model, tokenizer = load_checkpoint(out / "checkpoint.pt")
+    tokenize = partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=True)
+    rescored = ShapesEvaluation(tiny(out)).score(model, tokenize)
+    assert metrics["zeroshot_top1"] == pytest.approx(rescored) == pytest.approx(result["zeroshot_top1"])
+    assert (metrics["zeroshot_top1"] * TINY["zeroshot_images"] / 100) == pytest.approx(
+        round(metrics["zeroshot_top1"] * TINY["zeroshot_images"] / 100), abs=1e-3), "a whole number of images"
     assert not list(out.glob("*.tmp")), "a temporary checkpoint file was left behind"
 
 
