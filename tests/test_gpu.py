@@ -51,12 +51,18 @@ def test_an_autocast_training_step_has_a_float32_finite_loss(amp_dtype):
         assert scaler.get_scale() > 0
 
 
-def test_a_half_model_runs_on_cuda():
-    model = CLIP(TrainConfig(**CONFIG).model_config(300)).cuda().half().eval()
+def test_a_half_model_on_cuda_matches_the_float32_model():
+    torch.manual_seed(0)
+    model = CLIP(TrainConfig(**CONFIG).model_config(300)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    tokens = torch.tensor([[298, 5, 299], [298, 6, 299]])
     with torch.no_grad():
-        features = model.encode_image(torch.randn(2, 3, 32, 32, device="cuda"))
-        text = model.encode_text(torch.tensor([[298, 5, 299], [298, 6, 299]], device="cuda"))
-    assert features.dtype == text.dtype == torch.float16 and torch.isfinite(features).all()
+        want_image, want_text = model.encode_image(images), model.encode_text(tokens)
+        model = model.cuda().half()
+        features, text = model.encode_image(images.cuda().half()), model.encode_text(tokens.cuda())
+    assert features.dtype == text.dtype == torch.float16
+    torch.testing.assert_close(features.float().cpu(), want_image, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(text.float().cpu(), want_text, atol=2e-2, rtol=2e-2)
 
 
 def test_a_short_pretrain_run_on_cuda(tmp_path):
