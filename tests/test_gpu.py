@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
+from clip_from_scratch.bpe import train_bpe
 from clip_from_scratch.cli import main
 from clip_from_scratch.data.pairs import ImageCaptionPairs
 from clip_from_scratch.model import CLIP
-from clip_from_scratch.bpe import train_bpe
-from clip_from_scratch.train import (FeaturesForLoss, TrainConfig, batch_loss, make_batch, make_optimizer)
+from clip_from_scratch.train import FeaturesForLoss, TrainConfig, batch_loss, make_batch, make_optimizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

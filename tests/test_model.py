@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clip_from_scratch.layers import Attention, LayerNorm, QuickGELU
-from clip_from_scratch.model import PRESETS, ArchitectureMismatchError, CLIP, CLIPConfig
+from clip_from_scratch.model import CLIP, PRESETS, ArchitectureMismatchError, CLIPConfig
 
 TINY = CLIPConfig.preset("tiny")
 

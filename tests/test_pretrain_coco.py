@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from coco_fixtures import use_server, write_coco_tree
 
-from coco_fixtures import coco_http, use_server, write_coco_tree  # noqa: F401  (fixtures)
 from clip_from_scratch.cli import main
 from clip_from_scratch.train import TrainConfig, train
 

@@ -1,6 +1,5 @@
 """The training loop: exact resume, atomic weights-only checkpoints, clear stops on bad input."""
 import os
-import socket
 from functools import partial
 
 import pytest
@@ -9,9 +8,8 @@ import torch.multiprocessing as mp
 
 from clip_from_scratch import train as train_module
 from clip_from_scratch.checkpoint import read_checkpoint
-from clip_from_scratch.train import load_checkpoint
+from clip_from_scratch.train import TrainConfig, TrainingDiverged, TrainingError, learning_rate, load_checkpoint, train
 from clip_from_scratch.train_data import ShapesEvaluation
-from clip_from_scratch.train import TrainConfig, TrainingDiverged, TrainingError, learning_rate, train
 
 # A tiny run: a few seconds on a CPU.
 TINY = dict(num_images=256, batch_size=16, width=32, heads=2, layers=1, embed_dim=32, bpe_merges=100,
@@ -183,13 +181,10 @@ def _ddp_worker(rank, port, out_dir, results):
     results[rank] = result["history"]["loss"]
 
 
-def test_two_processes_train_like_one_on_the_same_global_batch(uninterrupted, tmp_path):
+def test_two_processes_train_like_one_on_the_same_global_batch(uninterrupted, tmp_path, free_port):
     reference, _ = uninterrupted
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     results = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path), results), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(free_port, str(tmp_path), results), nprocs=2, join=True)
     single = train(tiny(tmp_path / "single", steps=4))["history"]["loss"]
     assert results[0] == pytest.approx(single, rel=1e-4), "DDP with the gathered loss should match one process"
     assert results[1] == results[0], "every process sees the same global loss"
