@@ -1,9 +1,11 @@
 """The training engine's pieces: the float32 loss under autocast, batches, crops, captions, stops and resumes."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -187,10 +189,14 @@ def test_overwrite_removes_the_old_runs_metrics_even_if_the_new_run_stops_early(
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "loss_curve.png").exists()
 
 
-def test_resuming_a_finished_run_keeps_its_training_time(tmp_path):
+def test_resuming_a_finished_run_keeps_its_training_time(tmp_path, monkeypatch):
+    # A clock that advances a second per reading: a tiny run's time would otherwise round to 0.0 s.
+    ticks = itertools.count()
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
     first = train(tiny(tmp_path, steps=3))
     again = train(tiny(tmp_path, steps=3), resume=True)
-    assert again["step"] == 3 and again["train_seconds"] >= first["train_seconds"] > 0
+    assert first["train_seconds"] >= 1, "the clock must have moved during the first run"
+    assert again["step"] == 3 and again["train_seconds"] >= first["train_seconds"]
     assert json.loads((tmp_path / "metrics.json").read_text())["train_seconds"] == again["train_seconds"]
 
 
