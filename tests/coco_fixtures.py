@@ -9,9 +9,9 @@ files the way COCO ships them and fetch them over HTTP on 127.0.0.1::
         ds = coco.CocoCaptions("train2017", resolution=16, root=tmp_path / "data", progress=False)
     ds.image_ids == tree.good_ids            # all but tree.corrupt_id and tree.missing_id
 
-or, as pytest fixtures, ``coco_tree`` (a session-wide 40-image val2017 tree)
-and ``coco_http`` (``coco_http(folder, **options) -> server``, stopped after
-the test). What :func:`write_coco_tree` writes under ``folder``:
+or, as pytest fixtures (defined in tests/conftest.py), ``coco_tree`` (a
+session-wide 40-image val2017 tree) and ``coco_http`` (``coco_http(folder,
+**options) -> server``, stopped after the test). What :func:`write_coco_tree` writes under ``folder``:
 
 * ``annotations/annotations_trainval2017.zip`` holding
   ``annotations/captions_<split>.json`` (COCO's field names: ``images[{id,
@@ -36,10 +36,9 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-import pytest
+from loopback import LoopbackServer, server_url, start_server, stop_server
 from PIL import Image
 
 RED = (230, 20, 20)
@@ -110,7 +109,8 @@ def write_coco_tree(folder, split: str = "val2017", num_images: int = 40, first_
         if image_id != missing_id:
             (images_dir / f"{image_id:012d}.jpg").write_bytes(data)
         colours[image_id], modes[image_id] = tuple(colour), mode
-        captions[image_id] = [f"image {image_id} caption {k} ." for k in range(captions_per_image[index % len(captions_per_image)])]
+        count = captions_per_image[index % len(captions_per_image)]
+        captions[image_id] = [f"image {image_id} caption {k} ." for k in range(count)]
     # COCO interleaves annotations across images; keep per-image order = caption order.
     for k in range(max(captions_per_image)):
         for image_id in reversed(ids):
@@ -191,7 +191,7 @@ class CocoHandler(http.server.BaseHTTPRequestHandler):
 class CocoServer:
     url: str
     handler: type
-    httpd: http.server.ThreadingHTTPServer
+    httpd: LoopbackServer
 
     @property
     def requests(self) -> list:
@@ -201,21 +201,14 @@ class CocoServer:
         return [r for r in self.handler.requests if r[0].endswith(".jpg")]
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 128    # the default 5 makes a pool of 16 connections wait on SYN retries
-    daemon_threads = True
+        stop_server(self.httpd)
 
 
 def start_coco_server(folder, drop_once=(), latency: float = 0.0) -> CocoServer:
     handler = type("Handler", (CocoHandler,), {"folder": Path(folder), "drop_once": set(drop_once),
                                                "latency": latency, "requests": []})
-    httpd = _Server(("127.0.0.1", 0), handler)
-    threading.Thread(target=partial(httpd.serve_forever, poll_interval=0.05), daemon=True).start()
-    return CocoServer(f"http://127.0.0.1:{httpd.server_address[1]}", handler, httpd)
+    httpd = start_server(handler)
+    return CocoServer(server_url(httpd), handler, httpd)
 
 
 @contextlib.contextmanager
@@ -234,24 +227,3 @@ def use_server(monkeypatch, server: CocoServer, tree: CocoTree) -> None:
     monkeypatch.setenv(coco.URL_ENV_VAR, server.url)
     monkeypatch.setitem(coco.ANNOTATIONS, "md5", tree.annotations_md5)
     monkeypatch.setattr(coco, "BACKOFF_SECONDS", 0.01)
-
-
-@pytest.fixture(scope="session")
-def coco_tree(tmp_path_factory) -> CocoTree:
-    """A 40-image val2017 tree, written once per test session (read-only: copy it before changing it)."""
-    return write_coco_tree(tmp_path_factory.mktemp("coco_served"), "val2017", num_images=40)
-
-
-@pytest.fixture
-def coco_http():
-    """``coco_http(folder, drop_once=(), latency=0.0) -> CocoServer``, stopped at the end of the test."""
-    servers = []
-
-    def serve(folder, **options) -> CocoServer:
-        servers.append(start_coco_server(folder, **options))
-        return servers[-1]
-
-    yield serve
-    for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop()

@@ -26,22 +26,45 @@ way OpenAI ships them, with random weights:
     random word ids, end-of-text ``vocab_size - 1``, zero padding. ``lengths``
     (number of word tokens per caption) defaults to random 8..18.
 
+Loopback plumbing (tests/loopback.py), so no test reaches the internet:
+
+``free_port -> int``
+    A port nothing listens on (a connection to it is refused; a process group can bind it).
+
+``loopback_server(handler) -> str``
+    Serves with ``handler`` (a request handler class) on 127.0.0.1 from a
+    thread; returns the base URL. Stopped at the end of the test.
+
 ``http_server(directory) -> str``
-    Serves ``directory`` on 127.0.0.1 from a thread; returns the base URL.
-    Stopped at the end of the test.
+    The same, serving ``directory``'s files.
+
+``fake_cifar(name, train_images, train_labels, test_images, test_labels, classes=None, served=None)``
+    Writes a tiny archive in CIFAR's real format (tests/cifar_fixtures.py)
+    into ``served`` (default ``tmp_path / "served"``), serves that folder,
+    and points torchvision's CIFAR class at it, expecting exactly the fake
+    files' digests (its integrity check stays on). Returns a ``FakeCifar``
+    (``base`` URL of the folder, ``url`` of the archive, ``archive`` path).
+    Patches are undone after the test.
+
+``coco_tree`` and ``coco_http``
+    A tiny COCO tree and its server (tests/coco_fixtures.py).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import http.server
-import threading
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import loopback
 import pytest
 import torch
+from cifar_fixtures import write_cifar_archive
+from coco_fixtures import CocoServer, CocoTree, start_coco_server, write_coco_tree
 
+from clip_from_scratch.data.cifar import dataset_class
+from clip_from_scratch.download import file_digest
 from clip_from_scratch.model import CLIPConfig
 
 
@@ -166,23 +189,80 @@ def random_captions():
     return make
 
 
+# --- loopback servers ---------------------------------------------------------------------
+
 @pytest.fixture
-def http_server():
+def free_port() -> int:
+    return loopback.free_port()
+
+
+@pytest.fixture
+def loopback_server():
     servers = []
 
-    def serve(directory) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(directory))
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=functools.partial(httpd.serve_forever, poll_interval=0.05), daemon=True).start()
-        servers.append(httpd)
-        return f"http://127.0.0.1:{httpd.server_address[1]}"
+    def serve(handler) -> str:
+        servers.append(loopback.start_server(handler))
+        return loopback.server_url(servers[-1])
 
     yield serve
     for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+        loopback.stop_server(httpd)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+@pytest.fixture
+def http_server(loopback_server):
+    def serve(directory) -> str:
+        return loopback_server(functools.partial(loopback.QuietHandler, directory=str(directory)))
+
+    return serve
+
+
+# --- fake datasets in their real formats ---------------------------------------------------
+
+@dataclass
+class FakeCifar:
+    base: str      # the served folder's URL
+    url: str       # the archive's URL (also the dataset class's url while the test runs)
+    archive: Path  # the archive on disk, in the served folder
+
+
+@pytest.fixture
+def fake_cifar(monkeypatch, tmp_path, http_server):
+    def publish(name, train_images, train_labels, test_images, test_labels, classes=None,
+                served=None) -> FakeCifar:
+        cls = dataset_class(name)
+        served = Path(served) if served is not None else tmp_path / "served"
+        archive = served / cls.filename
+        digests = write_cifar_archive(archive, name, train_images, train_labels, test_images, test_labels,
+                                      classes=classes)
+        base = http_server(served)
+        # Not the real archive: torchvision must expect this one's digests (its check stays on).
+        monkeypatch.setattr(cls, "url", f"{base}/{cls.filename}")
+        monkeypatch.setattr(cls, "tgz_md5", file_digest(archive, "md5"))
+        monkeypatch.setattr(cls, "train_list", [[f, digests[f]] for f, _ in cls.train_list])
+        monkeypatch.setattr(cls, "test_list", [[f, digests[f]] for f, _ in cls.test_list])
+        monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": digests[cls.meta["filename"]]})
+        return FakeCifar(base, f"{base}/{cls.filename}", archive)
+
+    return publish
+
+
+@pytest.fixture(scope="session")
+def coco_tree(tmp_path_factory) -> CocoTree:
+    """A 40-image val2017 tree, written once per test session (read-only: copy it before changing it)."""
+    return write_coco_tree(tmp_path_factory.mktemp("coco_served"), "val2017", num_images=40)
+
+
+@pytest.fixture
+def coco_http():
+    """``coco_http(folder, drop_once=(), latency=0.0) -> CocoServer``, stopped at the end of the test."""
+    servers = []
+
+    def serve(folder, **options) -> CocoServer:
+        servers.append(start_coco_server(folder, **options))
+        return servers[-1]
+
+    yield serve
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop()

@@ -4,13 +4,11 @@ import json
 import pytest
 import torch
 
-from clip_from_scratch.checkpoint import save_checkpoint
-from clip_from_scratch.cli import build_parser
-from clip_from_scratch.data import cifar, shapes
-from clip_from_scratch.download import file_digest
-from clip_from_scratch.model import CLIP, CLIPConfig
 from clip_from_scratch.bpe import train_bpe
-from clip_from_scratch.cli import run_zeroshot_command
+from clip_from_scratch.checkpoint import save_checkpoint
+from clip_from_scratch.cli import build_parser, run_zeroshot_command
+from clip_from_scratch.data import cifar, shapes
+from clip_from_scratch.model import CLIP, CLIPConfig
 
 SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=16,
              transformer_width=64, transformer_heads=1, transformer_layers=1)
@@ -50,18 +48,10 @@ def test_checkpoint_on_shapes_prints_table_and_writes_json(course_checkpoint, tm
     assert tested <= {shapes.CLASSNAMES[i] for i in shapes.HELD_OUT_LABELS}
 
 
-def test_openai_weights_on_fake_cifar10(openai_checkpoint, monkeypatch, tmp_path, http_server, capsys):
+def test_openai_weights_on_fake_cifar10(openai_checkpoint, fake_cifar, tmp_path, capsys):
     weights = openai_checkpoint(CLIPConfig(**SMALL), fmt="torchscript")
-    served = tmp_path / "served"
-    digests = cifar.write_cifar_archive(served / "cifar-10-python.tar.gz", "cifar10",
-                                        torch.randint(0, 256, (10, 32, 32, 3), dtype=torch.uint8).numpy(), list(range(10)),
-                                        torch.randint(0, 256, (7, 32, 32, 3), dtype=torch.uint8).numpy(), [0, 1, 2, 3, 4, 5, 9])
-    cls = cifar.CIFAR10   # the test's archive is not the real one: torchvision must expect its digests
-    monkeypatch.setattr(cls, "url", f"{http_server(served)}/{cls.filename}")
-    monkeypatch.setattr(cls, "tgz_md5", file_digest(served / cls.filename, "md5"))
-    monkeypatch.setattr(cls, "train_list", [[f, digests[f]] for f, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[f, digests[f]] for f, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": digests[cls.meta["filename"]]})
+    images = torch.randint(0, 256, (17, 32, 32, 3), dtype=torch.uint8).numpy()
+    fake_cifar("cifar10", images[:10], list(range(10)), images[10:], [0, 1, 2, 3, 4, 5, 9])
     output = tmp_path / "cifar.json"
     args = parse(["--weights", str(weights), "--dataset", "cifar10", "--templates", "ensemble",
                   "--data-root", str(tmp_path / "data"), "--device", "cpu", "--output", str(output)])
@@ -69,7 +59,9 @@ def test_openai_weights_on_fake_cifar10(openai_checkpoint, monkeypatch, tmp_path
     record = json.loads(output.read_text())
     assert record["num_images"] == 7 and len(record["templates"]) == 18
     assert record["classnames"] == list(cifar.CIFAR10_CLASSES)
-    assert 0 <= record["top1"] <= record["top5"] <= 1
+    hits = sum(record["confusion"][i][i] for i in range(10))   # the confusion matrix's diagonal
+    assert record["top1"] == pytest.approx(hits / 7)
+    assert record["top1"] <= record["top5"] and record["top5"] * 7 == pytest.approx(round(record["top5"] * 7))
     assert "top-5 accuracy" in capsys.readouterr().out
 
 

@@ -4,10 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
+from coco_fixtures import use_server, write_coco_tree
 
 from clip_from_scratch.cli import main
 from clip_from_scratch.data import coco
-from coco_fixtures import coco_http, coco_tree, use_server, write_coco_tree  # noqa: F401  (fixtures)
 
 R = 16
 
@@ -239,6 +239,7 @@ def test_download_coco_command_offline_exits_2_with_the_command(coco_tree, coco_
 
 def test_download_weights_fetches_once_then_reuses(tmp_path, http_server, monkeypatch, capsys):
     import hashlib
+
     from clip_from_scratch import openai_weights
     payload = b"not really a model, but the bytes the sha256 names"
     sha = hashlib.sha256(payload).hexdigest()
@@ -252,20 +253,10 @@ def test_download_weights_fetches_once_then_reuses(tmp_path, http_server, monkey
     assert main(["download", "weights", "ViT-X/99"]) == 2 and "ViT-B/32" in capsys.readouterr().err
 
 
-def test_download_cifar_command_fetches_then_reuses(tmp_path, http_server, monkeypatch, capsys):
-    from clip_from_scratch.data import cifar
-    from clip_from_scratch.download import file_digest
-    served = tmp_path / "served"
+def test_download_cifar_command_fetches_then_reuses(tmp_path, fake_cifar, capsys):
     rng = np.random.default_rng(0)
-    digests = cifar.write_cifar_archive(served / "cifar-10-python.tar.gz", "cifar10",
-                                        rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), list(range(10)),
-                                        rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), [0, 1, 2, 3])
-    cls = cifar.CIFAR10   # not the real archive: torchvision must expect the fixture's digests
-    monkeypatch.setattr(cls, "url", f"{http_server(served)}/{cls.filename}")
-    monkeypatch.setattr(cls, "tgz_md5", file_digest(served / cls.filename, "md5"))
-    monkeypatch.setattr(cls, "train_list", [[f, digests[f]] for f, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[f, digests[f]] for f, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": digests[cls.meta["filename"]]})
+    fake_cifar("cifar10", rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), list(range(10)),
+               rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), [0, 1, 2, 3])
     argv = ["download", "cifar10", "--data-root", str(tmp_path / "data"), "--no-progress"]
     assert main(argv) == 0 and "cifar10: fetched" in capsys.readouterr().out
     assert (tmp_path / "data" / "cifar-10-batches-py" / "test_batch").exists()

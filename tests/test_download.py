@@ -1,11 +1,8 @@
 """The download helper against a real HTTP server on the loopback interface."""
 import hashlib
-import socket
 import http.server
 import threading
 import time
-import warnings
-from functools import partial
 
 import pytest
 
@@ -76,15 +73,10 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server():
+def server(loopback_server):
     handler = type("Handler", (RangeHandler,), {"requests": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=partial(httpd.serve_forever, poll_interval=0.05), daemon=True)
-    thread.start()
-    handler.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield handler, f"{handler.base}/file.bin"
-    httpd.shutdown()
-    httpd.server_close()
+    handler.base = loopback_server(handler)
+    return handler, f"{handler.base}/file.bin"
 
 
 def test_download_writes_the_verified_file(server, tmp_path):
@@ -144,15 +136,8 @@ def test_a_damaged_cached_copy_is_replaced_and_kept_aside(server, tmp_path):
     assert aside.read_bytes() == b"truncated"
 
 
-def unused_port():
-    """A port nobody listens on: a connection to it is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_no_internet_says_where_to_put_the_file(tmp_path):
-    port = unused_port()
+def test_no_internet_says_where_to_put_the_file(tmp_path, free_port):
+    port = free_port   # nobody listens there: the connection is refused at once
     target = tmp_path / "weights" / "ViT-B-32.pt"
     with pytest.raises(DownloadError) as info:
         download(f"http://127.0.0.1:{port}/ViT-B-32.pt", target, progress=False, timeout=5)
@@ -171,12 +156,12 @@ def test_file_digest_matches_hashlib(tmp_path):
 
 # --- a file the user put there is never lost -------------------------------------------------
 
-def test_a_users_file_that_fails_its_checksum_survives_when_offline(tmp_path):
+def test_a_users_file_that_fails_its_checksum_survives_when_offline(tmp_path, free_port):
     # An instructor copied the CIFAR archive in by hand, but it is another version.
     target = tmp_path / "cifar.tar.gz"
     target.write_bytes(b"the instructor's copy")
     with pytest.raises(DownloadError) as info:
-        download(f"http://127.0.0.1:{unused_port()}/cifar.tar.gz", target, sha256=SHA256,
+        download(f"http://127.0.0.1:{free_port}/cifar.tar.gz", target, sha256=SHA256,
                  progress=False, timeout=5)
     [aside] = tmp_path.glob("cifar.tar.gz.bad-*")
     assert aside.read_bytes() == b"the instructor's copy"

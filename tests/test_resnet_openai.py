@@ -130,12 +130,10 @@ def test_preprocessing_equals_openais_at_each_resnet_resolution(name):
     assert {PRESETS[n].image_resolution for n in RESNETS} == {224, 288, 384, 448}
 
 
-def test_seed_example_runs_with_rn50(openai_checkpoint, openai_reference, http_server, monkeypatch,
+def test_seed_example_runs_with_rn50(openai_checkpoint, openai_reference, fake_cifar, monkeypatch,
                                      tmp_path, capsys):
     """The seed's example with ``clip.load("RN50")``: a loopback server holds a small random ResNet under
     RN50's name (with its own sha256) and a CIFAR-100 archive in the real format. Same top-5 as openai/clip."""
-    from torchvision.datasets import CIFAR100
-
     from clip_from_scratch.data import cifar
     from clip_from_scratch.download import file_digest
 
@@ -150,14 +148,8 @@ def test_seed_example_runs_with_rn50(openai_checkpoint, openai_reference, http_s
     images = np.zeros((3640, 32, 32, 3), dtype=np.uint8)
     images[3637, :, :16] = (200, 40, 40)                    # the seed's image: half red, half black
     labels = [i % 100 for i in range(3640)]
-    digests = cifar.write_cifar_archive(served / CIFAR100.filename, "cifar100", images[:2], [0, 1], images, labels)
-    base = http_server(served)
+    base = fake_cifar("cifar100", images[:2], [0, 1], images, labels, served=served).base
     monkeypatch.setitem(openai_weights._MODELS, "RN50", f"{base}/{sha256}/RN50.pt")
-    monkeypatch.setattr(CIFAR100, "url", f"{base}/{CIFAR100.filename}")
-    monkeypatch.setattr(CIFAR100, "tgz_md5", file_digest(served / CIFAR100.filename, "md5"))
-    monkeypatch.setattr(CIFAR100, "train_list", [["train", digests["train"]]])
-    monkeypatch.setattr(CIFAR100, "test_list", [["test", digests["test"]]])
-    monkeypatch.setattr(CIFAR100, "meta", {**CIFAR100.meta, "md5": digests["meta"]})
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
     code = SEED_EXAMPLE.replace("import clip\n", "import clip_from_scratch as clip\n")

@@ -4,6 +4,7 @@ from functools import partial
 
 import pytest
 import torch
+from coco_fixtures import use_server
 
 from clip_from_scratch.checkpoint import save_checkpoint
 from clip_from_scratch.cli import main
@@ -12,7 +13,6 @@ from clip_from_scratch.model import CLIP, CLIPConfig
 from clip_from_scratch.retrieval import encode_coco, format_table, recall_at_k, retrieval_ranks
 from clip_from_scratch.tokenizer import train_bpe
 from clip_from_scratch.transforms import normalize
-from coco_fixtures import coco_http, coco_tree, use_server  # noqa: F401  (fixtures)
 
 
 def brute_force_recall(image_features, text_features, caption_to_image, ks):
@@ -44,7 +44,8 @@ def test_recall_equals_brute_force_with_several_captions_per_image(seed):
     caption_to_image = caption_to_image[torch.randperm(len(caption_to_image), generator=generator)]
     image_features = torch.randn(num_images, dim, generator=generator)
     # Captions near their image, so recall is neither 0 nor 100 and the ranks matter.
-    text_features = image_features[caption_to_image] + 1.2 * torch.randn(len(caption_to_image), dim, generator=generator)
+    noise = torch.randn(len(caption_to_image), dim, generator=generator)
+    text_features = image_features[caption_to_image] + 1.2 * noise
     ks = (1, 3, 5, 10, 50)
     expected = brute_force_recall(image_features, text_features, caption_to_image.tolist(), ks)
     got = recall_at_k(image_features, text_features, caption_to_image, ks=ks, chunk_size=7)

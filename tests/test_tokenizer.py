@@ -1,15 +1,11 @@
 """CLIP's tokenizer, id for id against openai/clip (``clip-anytorch``, imported as ``clip``)."""
+import html
 import random
-import socket
 import subprocess
 import sys
-import threading
-from functools import partial
-from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
 import ftfy
-import html
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -17,9 +13,17 @@ from hypothesis import strategies as st
 
 import clip_from_scratch
 from clip_from_scratch.download import ChecksumError, DownloadError
-from clip_from_scratch.tokenizer import (VOCAB_FILE, Tokenizer, _needs_no_repair, bytes_to_unicode,
-                                         clean, clip_tokenizer, clip_vocab_path, pre_tokenize,
-                                         tokenize)
+from clip_from_scratch.tokenizer import (
+    VOCAB_FILE,
+    Tokenizer,
+    _needs_no_repair,
+    bytes_to_unicode,
+    clean,
+    clip_tokenizer,
+    clip_vocab_path,
+    pre_tokenize,
+    tokenize,
+)
 
 clip = pytest.importorskip("clip", reason="the reference tokenizer comes from clip-anytorch")
 from clip.simple_tokenizer import SimpleTokenizer, basic_clean, whitespace_clean  # noqa: E402
@@ -288,15 +292,9 @@ def test_env_var_points_at_vocab(monkeypatch):
         clip_vocab_path()
 
 
-def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again once the socket is
-
-
-def test_no_package_and_no_internet_says_where_to_put_the_file(tmp_path, monkeypatch):
+def test_no_package_and_no_internet_says_where_to_put_the_file(tmp_path, monkeypatch, free_port):
     monkeypatch.delenv("CLIP_VOCAB", raising=False)
-    url = f"http://127.0.0.1:{_closed_port()}/{VOCAB_FILE}"
+    url = f"http://127.0.0.1:{free_port}/{VOCAB_FILE}"
     with pytest.raises(DownloadError) as err:
         clip_vocab_path(packages=("no_such_package_here",), url=url, cache_dir=tmp_path)
     message = str(err.value)
@@ -305,20 +303,13 @@ def test_no_package_and_no_internet_says_where_to_put_the_file(tmp_path, monkeyp
 
 
 @pytest.fixture
-def file_server(tmp_path):
+def file_server(tmp_path, http_server):
     """A loopback HTTP server over a folder holding the real file and a wrong one."""
     served = tmp_path / "served"
     served.mkdir()
     (served / VOCAB_FILE).write_bytes(clip_vocab_path().read_bytes())
     (served / "wrong.gz").write_bytes(b"not the vocabulary")
-    class QuietHandler(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    return http_server(served)
 
 
 def test_vocab_downloads_once_with_checksum(file_server, tmp_path, monkeypatch):

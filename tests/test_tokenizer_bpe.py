@@ -7,8 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip_from_scratch.bpe import (learn_merges, learn_merges_naive, merge_word, pair_counts,
-                                   word_frequencies)
+from clip_from_scratch.bpe import learn_merges, learn_merges_naive, merge_word, pair_counts, word_frequencies
 from clip_from_scratch.tokenizer import Tokenizer, clean, clip_tokenizer, pre_tokenize, train_bpe
 
 

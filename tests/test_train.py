@@ -1,6 +1,6 @@
 """The training loop: exact resume, atomic weights-only checkpoints, clear stops on bad input."""
 import os
-import socket
+from functools import partial
 
 import pytest
 import torch
@@ -8,8 +8,8 @@ import torch.multiprocessing as mp
 
 from clip_from_scratch import train as train_module
 from clip_from_scratch.checkpoint import read_checkpoint
-from clip_from_scratch.train import load_checkpoint
-from clip_from_scratch.train import TrainConfig, TrainingDiverged, TrainingError, learning_rate, train
+from clip_from_scratch.train import TrainConfig, TrainingDiverged, TrainingError, learning_rate, load_checkpoint, train
+from clip_from_scratch.train_data import ShapesEvaluation
 
 # A tiny run: a few seconds on a CPU.
 TINY = dict(num_images=256, batch_size=16, width=32, heads=2, layers=1, embed_dim=32, bpe_merges=100,
@@ -35,7 +35,14 @@ def test_run_writes_checkpoint_metrics_and_loss_curve(uninterrupted):
         assert (out / name).stat().st_size > 0, f"{name} missing"
     import json
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["zeroshot_top1"] <= 100 and metrics["config"]["steps"] == 8
+    assert metrics["config"]["steps"] == 8
+    # The reported score is the saved model's, on the run's held-out pairs: scoring the checkpoint again gives it.
+    model, tokenizer = load_checkpoint(out / "checkpoint.pt")
+    tokenize = partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=True)
+    rescored = ShapesEvaluation(tiny(out)).score(model, tokenize)
+    assert metrics["zeroshot_top1"] == pytest.approx(rescored) == pytest.approx(result["zeroshot_top1"])
+    assert (metrics["zeroshot_top1"] * TINY["zeroshot_images"] / 100) == pytest.approx(
+        round(metrics["zeroshot_top1"] * TINY["zeroshot_images"] / 100), abs=1e-3), "a whole number of images"
     assert not list(out.glob("*.tmp")), "a temporary checkpoint file was left behind"
 
 
@@ -174,13 +181,10 @@ def _ddp_worker(rank, port, out_dir, results):
     results[rank] = result["history"]["loss"]
 
 
-def test_two_processes_train_like_one_on_the_same_global_batch(uninterrupted, tmp_path):
+def test_two_processes_train_like_one_on_the_same_global_batch(uninterrupted, tmp_path, free_port):
     reference, _ = uninterrupted
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     results = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path), results), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(free_port, str(tmp_path), results), nprocs=2, join=True)
     single = train(tiny(tmp_path / "single", steps=4))["history"]["loss"]
     assert results[0] == pytest.approx(single, rel=1e-4), "DDP with the gathered loss should match one process"
     assert results[1] == results[0], "every process sees the same global loss"

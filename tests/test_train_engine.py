@@ -1,10 +1,11 @@
 """The training engine's pieces: the float32 loss under autocast, batches, crops, captions, stops and resumes."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
-import socket
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,8 +18,15 @@ from clip_from_scratch.data.pairs import ImageCaptionPairs
 from clip_from_scratch.loss import contrastive_loss
 from clip_from_scratch.model import CLIP
 from clip_from_scratch.tokenizer import clip_tokenizer
-from clip_from_scratch.train import (FeaturesForLoss, TrainConfig, TrainingError, batch_loss, make_batch,
-                                     random_resized_crop, train)
+from clip_from_scratch.train import (
+    FeaturesForLoss,
+    TrainConfig,
+    TrainingError,
+    batch_loss,
+    make_batch,
+    random_resized_crop,
+    train,
+)
 
 TINY = dict(num_images=64, batch_size=16, width=32, heads=2, layers=1, embed_dim=32, bpe_merges=60,
             zeroshot_images=30, steps=6, warmup_steps=1, eval_every=0, checkpoint_every=0, progress=False,
@@ -142,12 +150,9 @@ def _ddp_stop_worker(rank, port, out_dir, results):
     results[rank] = (result["finished"], result["step"])
 
 
-def test_a_signal_to_one_torchrun_process_stops_every_process_at_the_same_step(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_a_signal_to_one_torchrun_process_stops_every_process_at_the_same_step(tmp_path, free_port):
     results = mp.Manager().dict()
-    mp.spawn(_ddp_stop_worker, args=(port, str(tmp_path), results), nprocs=2, join=True)   # no hang
+    mp.spawn(_ddp_stop_worker, args=(free_port, str(tmp_path), results), nprocs=2, join=True)   # no hang
     assert results[0] == results[1] == (False, 4), "both stop at the first agreed check after the signal"
     assert read_checkpoint(tmp_path)["step"] == 4
 
@@ -184,10 +189,14 @@ def test_overwrite_removes_the_old_runs_metrics_even_if_the_new_run_stops_early(
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "loss_curve.png").exists()
 
 
-def test_resuming_a_finished_run_keeps_its_training_time(tmp_path):
+def test_resuming_a_finished_run_keeps_its_training_time(tmp_path, monkeypatch):
+    # A clock that advances a second per reading: a tiny run's time would otherwise round to 0.0 s.
+    ticks = itertools.count()
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
     first = train(tiny(tmp_path, steps=3))
     again = train(tiny(tmp_path, steps=3), resume=True)
-    assert again["step"] == 3 and again["train_seconds"] >= first["train_seconds"] > 0
+    assert first["train_seconds"] >= 1, "the clock must have moved during the first run"
+    assert again["step"] == 3 and again["train_seconds"] >= first["train_seconds"]
     assert json.loads((tmp_path / "metrics.json").read_text())["train_seconds"] == again["train_seconds"]
 
 
@@ -261,13 +270,10 @@ def _ddp_folder_worker(rank, port, out_dir, results):
         results[rank] = str(err)
 
 
-def test_every_torchrun_process_checks_the_output_folder_and_fails_with_the_same_message(tmp_path):
+def test_every_torchrun_process_checks_the_output_folder_and_fails_with_the_same_message(tmp_path, free_port):
     train(tiny(tmp_path, steps=1))   # the folder already holds a run: no process may go on
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     results = mp.Manager().dict()
-    mp.spawn(_ddp_folder_worker, args=(port, str(tmp_path), results), nprocs=2, join=True)   # neither waits
+    mp.spawn(_ddp_folder_worker, args=(free_port, str(tmp_path), results), nprocs=2, join=True)   # neither waits
     assert results[0] == results[1] and "already holds a run" in results[0]
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_from_scratch.transforms import eval_transform, normalize, train_transform
+from clip_from_scratch.transforms import MEAN, STD, eval_transform, normalize, train_transform
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # clip-anytorch imports the deprecated pkg_resources
@@ -41,8 +41,15 @@ def test_train_transform_gives_random_crops_of_the_right_size():
     assert not torch.equal(a, b)
 
 
-def test_train_transform_takes_any_mode():
-    assert train_transform(32)(picture("P", (50, 40))).shape == (3, 32, 32)
+@pytest.mark.parametrize("mode", ["P", "L", "RGBA", "LA", "CMYK", "1"])
+def test_train_transform_keeps_the_colour_of_any_mode(mode):
+    # A flat picture stays flat under any crop: the output must be its RGB colour, normalised.
+    image = Image.new("RGB", (50, 40), (200, 30, 90)).convert(mode, dither=Image.Dither.NONE)  # flat in any mode
+    rgb = torch.tensor(image.convert("RGB").getpixel((0, 0)), dtype=torch.float32) / 255
+    out = train_transform(32)(image)
+    assert out.shape == (3, 32, 32)
+    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    torch.testing.assert_close(out * std + mean, rgb.view(3, 1, 1).expand(3, 32, 32), atol=1 / 255, rtol=0)
 
 
 def test_normalize_on_uint8_batches_matches_eval_transform():

@@ -11,8 +11,15 @@ import torch.nn.functional as F
 
 import clip_from_scratch
 from clip_from_scratch.model import CLIPConfig
-from clip_from_scratch.zeroshot import (CIFAR_TEMPLATES, SINGLE_TEMPLATE, ZeroShotResult, evaluate,
-                                        zero_shot_classifier, zero_shot_logits, zero_shot_metrics)
+from clip_from_scratch.zeroshot import (
+    CIFAR_TEMPLATES,
+    SINGLE_TEMPLATE,
+    ZeroShotResult,
+    evaluate,
+    zero_shot_classifier,
+    zero_shot_logits,
+    zero_shot_metrics,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -180,8 +187,16 @@ def test_labels_outside_the_class_list_are_refused():
         zero_shot_metrics(torch.zeros(2, 2), torch.tensor([0, 7]), ["a", "b"])
 
 
-def test_result_type_is_exported():
-    assert ZeroShotResult.__name__ == "ZeroShotResult"
+def test_result_table_lists_the_weakest_classes_first_and_the_confusions():
+    # Three classes: "sea" always right, "sky" half right, "sand" always taken for "sky"; no templates given.
+    confusion = torch.tensor([[2, 0, 0], [1, 1, 0], [0, 2, 0]])
+    result = ZeroShotResult(["sea", "sky", "sand"], confusion, {1: 3 / 6})
+    lines = result.table(worst=2).splitlines()
+    assert lines[0] == "images: 6   classes: 3   templates: ?"
+    assert lines[1] == "top-1 accuracy:  50.00%"
+    assert lines[2:5] == ["weakest classes (top-1):", f"  {'sand':>20s}:   0.00%", f"  {'sky':>20s}:  50.00%"]
+    assert lines[5:] == ["most confused (true -> predicted: images):",
+                         f"  {'sand':>20s} -> sky: 2", f"  {'sky':>20s} -> sea: 1"]
 
 
 # --- the exercises' checks: [OK] for a right answer, an explanation (never an exception) otherwise ---
@@ -190,8 +205,8 @@ def test_chapter06_checks_accept_solutions_and_explain_mistakes(capsys):
     from clip_from_scratch.exercises import ch06
 
     def build(encode_text, classnames, templates):
-        return torch.stack([F.normalize(F.normalize(encode_text([t.format(c) for t in templates]), dim=-1).mean(0), dim=0)
-                            for c in classnames]).T
+        prompts = [F.normalize(encode_text([t.format(c) for t in templates]), dim=-1) for c in classnames]
+        return torch.stack([F.normalize(p.mean(0), dim=0) for p in prompts]).T
 
     def accuracy(logits, labels, k):
         return (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).float().mean().item()
@@ -281,11 +296,10 @@ for value, index in zip(values, indices):
 
 
 def test_seed_example_runs_with_import_clip_from_scratch_as_clip(openai_checkpoint, openai_reference,
-                                                                 http_server, monkeypatch, tmp_path, capsys):
+                                                                 fake_cifar, monkeypatch, tmp_path, capsys):
     """Everything the seed touches is faked at the network edge only: a loopback server holds a small
     random ViT in OpenAI's TorchScript format under the name ViT-B/32 (with its own sha256) and a CIFAR-100
     archive in the real format; ~ points at a temporary folder. The seed's code itself is not changed."""
-    from torchvision.datasets import CIFAR100
     from clip_from_scratch import openai_weights
     from clip_from_scratch.data import cifar
     from clip_from_scratch.download import file_digest
@@ -298,14 +312,8 @@ def test_seed_example_runs_with_import_clip_from_scratch_as_clip(openai_checkpoi
     images = torch.zeros(3640, 32, 32, 3, dtype=torch.uint8).numpy()
     images[3637] = 200                                      # the seed's image: plain light grey
     labels = [i % 100 for i in range(3640)]
-    digests = cifar.write_cifar_archive(served / CIFAR100.filename, "cifar100", images[:2], [0, 1], images, labels)
-    base = http_server(served)
+    base = fake_cifar("cifar100", images[:2], [0, 1], images, labels, served=served).base
     monkeypatch.setitem(openai_weights._MODELS, "ViT-B/32", f"{base}/{sha256}/ViT-B-32.pt")
-    monkeypatch.setattr(CIFAR100, "url", f"{base}/{CIFAR100.filename}")
-    monkeypatch.setattr(CIFAR100, "tgz_md5", file_digest(served / CIFAR100.filename, "md5"))
-    monkeypatch.setattr(CIFAR100, "train_list", [["train", digests["train"]]])
-    monkeypatch.setattr(CIFAR100, "test_list", [["test", digests["test"]]])
-    monkeypatch.setattr(CIFAR100, "meta", {**CIFAR100.meta, "md5": digests["meta"]})
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
     code = SEED_EXAMPLE.replace("import clip\n", "import clip_from_scratch as clip\n")

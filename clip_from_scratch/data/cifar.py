@@ -15,18 +15,14 @@ digests; this module adds what a course needs around it::
 * class names come with spaces, not underscores (``aquarium_fish`` ->
   ``aquarium fish``), ready for prompts.
 
-:func:`write_cifar_archive` writes files in CIFAR's real on-disk format
-(pickled batches in a tar.gz). The tests build tiny fixtures with it, and
-offline notebooks build stand-in data with it. Data written that way is NOT
-CIFAR, and accuracy on it means nothing.
+:class:`RandomImages` is NOT CIFAR: random pixels under CIFAR's class
+names, a stand-in so offline notebooks can run the same code. Accuracy on it
+is chance. (The tests' tiny archives in CIFAR's real format are written by
+``tests/cifar_fixtures.py``.)
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import pickle
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -120,66 +116,21 @@ def _manual_hint(cls, root: Path, why: str) -> str:
             f"verified and extracted on the next run. Set CLIP_DATA to use another data folder.")
 
 
-# --- CIFAR's on-disk format, for fixtures and offline stand-ins ---------------------------------
-
-def write_cifar_archive(path: str | os.PathLike, name: str, train_images: np.ndarray,
-                        train_labels, test_images: np.ndarray, test_labels,
-                        classes=None) -> dict[str, str]:
-    """Write a ``.tar.gz`` laid out exactly like the real CIFAR archive; return md5 per member.
-
-    Images are uint8 ``[N, 32, 32, 3]``. CIFAR-10 gets ``data_batch_1..5``
-    (the training images split across them), ``test_batch`` and
-    ``batches.meta``; CIFAR-100 gets ``train``, ``test`` and ``meta``, with
-    coarse labels set to 0. The returned md5s are what a test must give
-    torchvision's integrity check, since these are not the real files.
-    """
-    cls = dataset_class(name)
-    is_100 = cls is CIFAR100
-    classes = list(classes if classes is not None else CLASSES["cifar100" if is_100 else "cifar10"])
-
-    def batch(images, labels, label):
-        images = np.asarray(images, dtype=np.uint8)
-        # CIFAR rows are channel-major: 1024 red values, then green, then blue.
-        rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32)
-        entry = {"batch_label": label, "data": rows, "filenames": [f"{i}.png" for i in range(len(images))]}
-        if is_100:
-            entry.update(fine_labels=[int(x) for x in labels], coarse_labels=[0] * len(images))
-        else:
-            entry["labels"] = [int(x) for x in labels]
-        return entry
-
-    members = {}
-    if is_100:
-        members["train"] = batch(train_images, train_labels, "training batch 1 of 1")
-        members["test"] = batch(test_images, test_labels, "testing batch 1 of 1")
-        members["meta"] = {"fine_label_names": classes, "coarse_label_names": ["all"]}
-    else:
-        splits = np.array_split(np.arange(len(train_images)), 5)
-        for i, index in enumerate(splits, start=1):
-            members[f"data_batch_{i}"] = batch(np.asarray(train_images)[index],
-                                               np.asarray(train_labels)[index], f"training batch {i} of 5")
-        members["test_batch"] = batch(test_images, test_labels, "testing batch 1 of 1")
-        members["batches.meta"] = {"label_names": classes, "num_cases_per_batch": 10000, "num_vis": 3072}
-
-    digests = {}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for member, content in members.items():
-            data = pickle.dumps(content, protocol=2)
-            digests[member] = hashlib.md5(data).hexdigest()
-            info = tarfile.TarInfo(f"{cls.base_folder}/{member}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return digests
-
+# --- an offline stand-in: NOT CIFAR --------------------------------------------------------
 
 class RandomImages(torch.utils.data.Dataset):
-    """NOT CIFAR: random 32x32 images under CIFAR's class names, for runs without the data.
+    """A stand-in, NOT CIFAR: random 32x32 images and random labels under CIFAR's class names.
 
-    It has the face the seed example uses (``classes``, ``data[i] ->
-    (PIL image, label)``), so code written for torchvision's dataset runs on
-    it offline. Labels are random too: any accuracy measured on it is chance.
+    For running code written for CIFAR where the data cannot be downloaded
+    (notebook 07 offline): it has the face the seed example uses
+    (``classes``, ``data[i] -> (PIL image, label)``), so the code runs, and
+    nothing more. Its pixels are noise and its labels random: any accuracy
+    measured on it is chance, and says nothing about a model.
+
+    >>> stand_in = RandomImages("cifar10", size=4)
+    >>> image, label = stand_in[0]
+    >>> image.size, stand_in.classes[label] in CIFAR10_CLASSES
+    ((32, 32), True)
     """
 
     def __init__(self, name: str = "cifar100", size: int = 10000, seed: int = 0, transform=None):
