@@ -33,10 +33,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import numpy as np  # noqa: E402
+from coco_fixtures import start_coco_server, write_coco_tree  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clip_from_scratch.data import coco  # noqa: E402
-from coco_fixtures import start_coco_server, write_coco_tree  # noqa: E402
 
 TRAIN2017_IMAGES = 118_287
 TRAIN2017_BYTES = 19_336_861_798

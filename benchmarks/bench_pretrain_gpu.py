@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from clip_from_scratch.data.pairs import CaptionTokens  # noqa: E402
 from clip_from_scratch.model import CLIP  # noqa: E402
-from clip_from_scratch.train import (FeaturesForLoss, batch_loss, learning_rate, make_batch,  # noqa: E402
-                                     make_optimizer)
+from clip_from_scratch.train import FeaturesForLoss, batch_loss, learning_rate, make_batch, make_optimizer  # noqa: E402
 from clip_from_scratch.train_config import TrainConfig  # noqa: E402
 
 COCO_TRAIN_IMAGES = 118_287

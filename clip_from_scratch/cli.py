@@ -21,7 +21,6 @@ import sys
 
 from .errors import CourseError
 
-
 # ----------------------------------------------------------------------------- pretrain
 # Options that map one-to-one onto TrainConfig fields: (flag, field, type, help). Defaults come
 # from the data/preset (see train_config.py), so an option not given on the command line never
@@ -214,7 +213,7 @@ def load_for_zeroshot(args, device):
     from functools import partial
 
     if args.weights:
-        from .openai_weights import available_models, load, read_state_dict
+        from .openai_weights import available_models, load
         from .tokenizer import tokenize
         if not os.path.isfile(args.weights) and args.weights not in available_models():
             raise CourseError(f"--weights {args.weights!r} is neither a file nor a released model: give a "

@@ -40,17 +40,29 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .bpe import train_bpe
 from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data.pairs import ImageCaptionPairs
 from .loss import contrastive_loss
 from .model import CLIP, ArchitectureMismatchError, CLIPConfig
-from .bpe import train_bpe
 from .tokenizer import Tokenizer
 from .train_config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
 from .train_data import load_pairs, make_evaluation
-from .training_run import (CHECKPOINT, StopRequest, TrainingDiverged, TrainingError, any_rank,  # noqa: F401
-                           check_output_folder, check_same_run, cleanup_distributed, clear_old_results,
-                           read_resume_state, saved_step, setup_distributed, write_results)
+from .training_run import (  # noqa: F401
+    CHECKPOINT,
+    StopRequest,
+    TrainingDiverged,
+    TrainingError,
+    any_rank,
+    check_output_folder,
+    check_same_run,
+    cleanup_distributed,
+    clear_old_results,
+    read_resume_state,
+    saved_step,
+    setup_distributed,
+    write_results,
+)
 from .transforms import normalize
 
 

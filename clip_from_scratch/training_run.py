@@ -210,7 +210,7 @@ def write_results(out_dir: Path, metrics: dict, history: dict, evals: dict) -> N
 
 def save_loss_curve(history: dict, evals: dict, path: Path, title: str = "shapes") -> None:
     """Loss and logit scale against step, and the evaluation score where it was measured."""
-    from matplotlib.figure import Figure   # no pyplot: leaves a notebook's plotting backend alone
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's plotting backend alone
 
     fig = Figure(figsize=(10, 3.5))
     ax_loss, ax_scale = fig.subplots(1, 2)

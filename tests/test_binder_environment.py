@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 try:
-    import tomllib                                   # Python 3.11+
+    import tomllib  # Python 3.11+
 except ImportError:                                  # pragma: no cover - older Pythons
     tomllib = pytest.importorskip("tomli")
 if not hasattr(sys, "stdlib_module_names"):          # pragma: no cover - Python < 3.10

@@ -86,7 +86,7 @@ def check_eot_pool(eot_pool) -> bool:
         return verdict
     want = hidden[torch.arange(2), tokens.argmax(-1)]
     if not isinstance(pooled, torch.Tensor) or pooled.shape != want.shape:
-        return report(False, "", f"expected shape (2, 4): one row per caption")
+        return report(False, "", "expected shape (2, 4): one row per caption")
     if torch.equal(pooled, hidden[:, -1]):
         return report(False, "", "that is the last position, which is padding here: take the row where "
                                  "the end-of-text token (the largest id: argmax) sits.")

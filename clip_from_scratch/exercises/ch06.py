@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import as_tensor, attempt, not_attempted, report
+from . import as_tensor, attempt, report
 
 
 class _HashText(torch.nn.Module):
