@@ -338,8 +338,10 @@ def run_download(args) -> int:
                   f"failed {stats['failed']}" + (f", left out: {skipped}{' ...' if stats['failed'] > 10 else ''}"
                                                  if stats["failed"] else ""))
             jpegs = root / "coco" / args.split
+            annotations = (coco.disk_usage(root / "coco" / "annotations")
+                           + coco.disk_usage(root / "coco" / "annotations_trainval2017.zip"))
             print(f"  disk: cache {_megabytes(coco.disk_usage(ds.cache_dir))}, caption annotations "
-                  f"{_megabytes(coco.disk_usage(root / 'coco' / 'annotations') + coco.disk_usage(root / 'coco' / 'annotations_trainval2017.zip'))}"
+                  f"{_megabytes(annotations)}"
                   + (f", JPEGs {_megabytes(coco.disk_usage(jpegs))}" if jpegs.exists() else ""))
             if args.split == "train2017":
                 print("  (evaluate on val2017: clip-from-scratch download coco --split val2017)")

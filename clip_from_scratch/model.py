@@ -76,7 +76,8 @@ class CLIPConfig:
         for (name, width), heads in ((attention_width, self.vision_heads),
                                      (("transformer_width", self.transformer_width), self.transformer_heads)):
             if width % heads:
-                what = f"32 * vision_width = {width}" if self.is_resnet and name == "vision_width" else f"{name}={width}"
+                what = (f"32 * vision_width = {width}" if self.is_resnet and name == "vision_width"
+                        else f"{name}={width}")
                 raise ValueError(f"{what} must be divisible by its number of heads ({heads})")
         if self.is_resnet:
             if self.image_resolution % TOTAL_STRIDE:

@@ -42,7 +42,8 @@ def _check(image_features, text_features, caption_to_image) -> torch.Tensor:
         raise ValueError(f"caption_to_image has {len(caption_to_image)} entries for {num_texts} captions: "
                          "give the image index of every caption")
     if num_texts and (caption_to_image.min() < 0 or caption_to_image.max() >= num_images):
-        raise ValueError(f"caption_to_image holds indices {int(caption_to_image.min())}..{int(caption_to_image.max())}, "
+        raise ValueError("caption_to_image holds indices "
+                         f"{int(caption_to_image.min())}..{int(caption_to_image.max())}, "
                          f"but there are {num_images} images")
     without = torch.ones(num_images, dtype=torch.bool)
     without[caption_to_image] = False

@@ -98,7 +98,8 @@ class TrainConfig:
     # Settings that define the run: a resumed run must agree on all of these.
     RUN_DEFINING = ("data", "num_images", "image_resolution", "crop_scale", "max_shapes", "spread",
                     "partial_captions", "heldout", "shape_only", "colour_only", "zeroshot_images",
-                    "eval_images", "bpe_merges", "image_encoder", "resnet_blocks", "resnet_width", "patch_size", "width", "layers", "heads", "embed_dim",
+                    "eval_images", "bpe_merges", "image_encoder", "resnet_blocks", "resnet_width", "patch_size",
+                    "width", "layers", "heads", "embed_dim",
                     "context_length", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "beta1",
                     "beta2", "eps", "grad_clip", "seed")
 

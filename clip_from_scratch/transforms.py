@@ -32,7 +32,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def eval_transform(resolution: int) -> T.Compose:
-    """PIL image of any mode and size -> float tensor ``[3, resolution, resolution]``, as openai/clip's ``preprocess``."""
+    """PIL image of any mode and size -> float tensor ``[3, resolution, resolution]``, as openai/clip's
+    ``preprocess``."""
     return T.Compose([
         T.Resize(resolution, interpolation=InterpolationMode.BICUBIC),  # shorter side -> resolution
         T.CenterCrop(resolution),

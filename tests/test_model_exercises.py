@@ -84,8 +84,8 @@ def text_parameters(vocab_size, context_length, width, layers, embed_dim):
 
 def interpolate_positions(table, new_grid):
     g = round((table.shape[0] - 1) ** 0.5)
-    grid = torch.nn.functional.interpolate(table[1:].reshape(g, g, -1).permute(2, 0, 1)[None], size=(new_grid, new_grid),
-                                           mode="bicubic", align_corners=False)
+    grid = torch.nn.functional.interpolate(table[1:].reshape(g, g, -1).permute(2, 0, 1)[None],
+                                           size=(new_grid, new_grid), mode="bicubic", align_corners=False)
     return torch.cat([table[:1], grid[0].permute(1, 2, 0).reshape(new_grid * new_grid, -1)])
 
 
@@ -122,7 +122,8 @@ def test_transfer_exercise_solution_passes(check, capsys):
     (ch03.check_interpolate_positions, lambda table, g: torch.cat([table[:1], torch.nn.functional.interpolate(
         table[1:].reshape(1, table.shape[1], 4, 4), size=(g, g), mode="bicubic").reshape(g * g, -1)]), "reshape alone"),
     (ch03.check_interpolate_positions, lambda table, g: torch.cat([torch.zeros_like(table[:1]),
-                                                                   interpolate_positions(table, g)[1:]]), "class token"),
+                                                                   interpolate_positions(table, g)[1:]]),
+     "class token"),
     (ch03.check_text_macs, lambda t, w, layers, e: text_macs(t, w, layers, e) - w * e, "projection"),
     (ch03.check_text_macs, lambda t, w, layers, e: text_macs(t, w, layers, e) + (t - 1) * w * e, "only one row"),
 ])

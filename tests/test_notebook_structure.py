@@ -28,7 +28,8 @@ def test_the_course_has_chapters():
 def test_header_has_badges_colab_install_and_device_cell(path):
     cells = load(path)["cells"]
     first = source(cells[0])
-    assert f"colab.research.google.com/github/clip-from-scratch/clip-from-scratch/blob/main/notebooks/{path.name}" in first, \
+    assert ("colab.research.google.com/github/clip-from-scratch/clip-from-scratch/blob/main/notebooks/"
+            f"{path.name}" in first), \
         "the first cell should carry an Open-in-Colab badge pointing at this very notebook"
     assert "mybinder.org" in first and path.name in first, "the first cell should carry a Binder link"
     code = [source(c) for c in cells if c["cell_type"] == "code"]

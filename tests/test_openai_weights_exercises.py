@@ -43,7 +43,8 @@ def test_worked_solution_passes(check, answer, capsys):
 
 
 @pytest.mark.parametrize("check, mistake, hint", [
-    (ch07.check_vision_config, lambda sd: dict(infer_vision_config(sd), vision_patch_size=3), "[width, 3, patch, patch]"),
+    (ch07.check_vision_config, lambda sd: dict(infer_vision_config(sd), vision_patch_size=3),
+     "[width, 3, patch, patch]"),
     (ch07.check_vision_config, lambda sd: [1, 2], "return a dict"),
     (ch07.check_text_config, lambda sd: dict(infer_text_config(sd), transformer_layers=len(
         {n.split(".")[-3] for n in sd if "resblocks." in n and n.endswith("ln_1.weight")}) * 2), "vision tower"),
@@ -52,7 +53,8 @@ def test_worked_solution_passes(check, answer, capsys):
     (ch07.check_count_parameters, lambda sd: len(sd), "number of tensors"),
     (ch07.check_top5, lambda image, text, names: [(names[i], p) for p, i in zip(*map(
         torch.Tensor.tolist, (100 * image @ text.T).softmax(-1).topk(5)))], "normalise"),
-    (ch07.check_top5, lambda image, text, names: [(n, p / 2) for n, p in top5(image, text, names)], "wrong probabilities"),
+    (ch07.check_top5, lambda image, text, names: [(n, p / 2) for n, p in top5(image, text, names)],
+     "wrong probabilities"),
 ])
 def test_typical_mistake_gets_its_hint(check, mistake, hint, capsys):
     assert check(mistake) is False

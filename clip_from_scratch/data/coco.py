@@ -240,8 +240,8 @@ def fetch_bytes(url: str, timeout: float = 30.0, retries: int | None = None, bac
             if 400 <= err.code < 500 and err.code not in (408, 429):
                 raise _Missing(f"HTTP {err.code}") from None
             error = err
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:   # refused, reset, timeout, short read
-            error = err
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            error = err   # refused, reset, timeout, short read
         if attempt < retries:
             time.sleep(backoff * 2 ** attempt)
     raise ConnectionError(f"{url}: {getattr(error, 'reason', error)} (after {retries + 1} tries)")
@@ -329,7 +329,8 @@ class CocoCaptions(torch.utils.data.Dataset):
         if wrong:
             raise CocoCacheError(f"the cache file {path} was written for {wrong}, not {wanted}. {fix}")
         if len(ids) != len(captions):
-            raise CocoCacheError(f"the cache file {path} lists {len(ids)} images but {len(captions)} caption lists. {fix}")
+            raise CocoCacheError(f"the cache file {path} lists {len(ids)} images but {len(captions)} caption lists. "
+                                 f"{fix}")
         images = folder / "images.u8"
         size = images.stat().st_size if images.exists() else None
         expected = len(ids) * 3 * self.resolution ** 2

@@ -142,7 +142,8 @@ def check_decode(decode) -> bool:
         pieces = "".join(tok.decoder[i] for i in ids)
         if got == pieces or got == pieces.replace("</w>", " "):
             return report(False, "", f"for {text!r} you returned the stand-in characters ({got!r}): map each one back "
-                                     "to its byte with the inverse of bytes_to_unicode(), then decode the bytes as UTF-8.")
+                                     "to its byte with the inverse of bytes_to_unicode(), then decode the bytes as "
+                                     "UTF-8.")
         if isinstance(got, str) and got.replace(" ", "") == want.replace(" ", "") and "</w>" not in got:
             return report(False, "", f"for {text!r}: the spaces differ, yours {got!r}, expected {want!r}. "
                                      "Every '</w>' becomes exactly one space (so a space follows every word).")

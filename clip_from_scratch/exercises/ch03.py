@@ -130,11 +130,13 @@ def check_interpolate_positions(interpolate_positions) -> bool:
             return report(False, "", "bilinear is close; use mode='bicubic', as CLIP's re-implementations do.")
         if torch.allclose(got, reshaped_without_permute(new_grid), atol=1e-4):
             return report(False, "", "reshape alone scrambles the table: its rows are patches in reading order, so "
-                                     "reshape to [g, g, width] (row, column, channel), then permute the channels first.")
+                                     "reshape to [g, g, width] (row, column, channel), then permute the channels "
+                                     "first.")
         return report(False, "", f"for new_grid={new_grid} the rows differ: reshape rows 1.. to [g, g, width], "
                                  "permute to [1, width, g, g], F.interpolate(..., mode='bicubic', "
                                  "align_corners=False), then back to [new_grid², width] and put row 0 in front.")
-    return report(True, "the class token kept, the grid resized: a ViT-B/32 can now read 448 px images (a 14x14 grid).", "")
+    return report(True, "the class token kept, the grid resized: a ViT-B/32 can now read 448 px images "
+                        "(a 14x14 grid).", "")
 
 
 def check_text_macs(text_macs) -> bool:
@@ -162,7 +164,8 @@ def check_text_macs(text_macs) -> bool:
         if got == linear + attention:
             return report(False, "", "add the projection of the pooled end-of-text row: width x embed_dim.")
         if got == linear + projection:
-            return report(False, "", "add the attention scores and the weighted sum: 2·tokens·width per token per layer.")
+            return report(False, "", "add the attention scores and the weighted sum: 2·tokens·width per token per "
+                                     "layer.")
         if got == linear + attention + tokens * projection:
             return report(False, "", "only one row is projected: the end-of-text token's, not every token's.")
         if got == linear + attention // 2 + projection:

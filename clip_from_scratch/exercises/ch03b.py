@@ -80,7 +80,8 @@ def _reference_attention_pool(grid, positional_embedding, heads, skip_mean=False
 
 
 def check_attention_pool(attention_pool) -> bool:
-    """``attention_pool(grid [batch, width, H, W], positional_embedding [H*W + 1, width], heads)`` -> ``[batch, width]``.
+    """``attention_pool(grid [batch, width, H, W], positional_embedding [H*W + 1, width], heads)``
+    -> ``[batch, width]``.
 
     No projections (q = k = v = the tokens): the mean of the grid, put first,
     plus position embeddings; the first token is the only query; ``heads``

@@ -75,7 +75,8 @@ def check_linear_schedule(linear_schedule) -> bool:
                 return report(False, "", f"return one number (a float), got {type(result).__name__}")
             if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
                 continue
-            where = f"steps={steps}, warmup_steps={warmup}, peak_lr={peak}, step={step}: got {got:.6g}, expected {want:.6g}"
+            where = (f"steps={steps}, warmup_steps={warmup}, peak_lr={peak}, step={step}: "
+                     f"got {got:.6g}, expected {want:.6g}")
             if step < warmup and math.isclose(got, peak * step / warmup, rel_tol=1e-6, abs_tol=1e-12):
                 return report(False, "", f"{where}. The warm-up starts at 0, so step 0 does not learn at all: "
                                          "use (step + 1) / warmup_steps")

@@ -30,7 +30,8 @@ def check_build_classifier(build_classifier) -> bool:
     """``build_classifier(encode_text, classnames, templates) -> [embed_dim, classes]``."""
     from ..zeroshot import zero_shot_classifier
     text = _HashText()
-    classnames, templates = ["red circle", "blue square", "green cross"], ["a photo of a {}.", "a {}.", "a drawing of a {}."]
+    classnames, templates = (["red circle", "blue square", "green cross"],
+                             ["a photo of a {}.", "a {}.", "a drawing of a {}."])
     # The package's recipe over the same stand-in encoder: prompts travel as indices into a list.
     seen: list[str] = []
     tokenizer = lambda prompts: torch.tensor([seen.append(p) or len(seen) - 1 for p in prompts])
@@ -118,7 +119,8 @@ def check_probability_ensemble(probability_ensemble) -> bool:
     average the probabilities (rather than averaging the text embeddings).
     """
     text = _HashText()
-    classnames, templates = ["red circle", "blue square", "green cross"], ["a photo of a {}.", "a {}.", "a drawing of a {}."]
+    classnames, templates = (["red circle", "blue square", "green cross"],
+                             ["a photo of a {}.", "a {}.", "a drawing of a {}."])
     image_features = _image_features()
     got, verdict = attempt(probability_ensemble, image_features.clone(), text.encode_text, classnames, templates)
     if verdict is not None:
@@ -144,7 +146,8 @@ def check_probability_ensemble(probability_ensemble) -> bool:
         return report(False, "", "multiply the cosines by 100 (CLIP's logit scale) before each softmax: without it "
                                  "every class gets about the same probability.")
     return report(False, "", "the probabilities differ. Per template: fill it with every class name, encode, "
-                             "normalise; logits = 100 * normalise(images) @ those.T; softmax; then average over templates.")
+                             "normalise; logits = 100 * normalise(images) @ those.T; softmax; then average over "
+                             "templates.")
 
 
 def check_top_images(top_images) -> bool:
@@ -169,7 +172,8 @@ def check_top_images(top_images) -> bool:
     scores = F.normalize(image_features, dim=-1) @ classifier[:, 2]
     want = scores.topk(3).indices.tolist()
     if got == want:
-        return report(True, "the 3 images closest to class 2: zero-shot classification read the other way, as retrieval.", "")
+        return report(True, "the 3 images closest to class 2: zero-shot classification read the other way, "
+                            "as retrieval.", "")
     if got == (image_features @ classifier[:, 2]).topk(3).indices.tolist():
         return report(False, "", "normalise the image features first: otherwise a long feature vector wins on length, "
                                  "not on direction.")

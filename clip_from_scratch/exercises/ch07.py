@@ -56,7 +56,8 @@ def _check_config(function, keys, hints, what) -> bool:
 
 
 def check_vision_config(infer_vision_config) -> bool:
-    """``infer_vision_config(state_dict) -> dict`` with vision_width, vision_patch_size, vision_layers, image_resolution."""
+    """``infer_vision_config(state_dict) -> dict`` with vision_width, vision_patch_size, vision_layers,
+    image_resolution."""
     keys = ("vision_width", "vision_patch_size", "vision_layers", "image_resolution")
     return _check_config(infer_vision_config, keys, lambda got, want, preset: (
         "Hints: conv1's weight is [width, 3, patch, patch]; the positional embedding has grid*grid + 1 rows; count "
