@@ -30,7 +30,7 @@ _PRETRAIN_OPTIONS = [
     ("--batch-size", "batch_size", int, "image-caption pairs per step, at least 2 (under torchrun, the global batch)"),
     ("--lr", "lr", float, "peak learning rate"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps before the cosine decay"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay (never on gains, biases, embeddings, temperature)"),
+    ("--weight-decay", "weight_decay", float, "AdamW weight decay (none on gains, biases, embeddings, logit scale)"),
     ("--seed", "seed", int, "seed for the data, the model's initial weights and the data order"),
     ("--num-images", "num_images", int, "training images (shapes: drawn; COCO: the first N of train2017)"),
     ("--resolution", "image_resolution", int, "image size in pixels (COCO images are cached at this size)"),
@@ -60,16 +60,8 @@ _PRETRAIN_OPTIONS = [
 def add_pretrain_parser(subparsers) -> None:
     from .train_config import PRESETS, TrainConfig
     defaults = TrainConfig()
-    parser = subparsers.add_parser(
-        "pretrain", help="contrastive pre-training: offline shapes (default) or COCO captions",
-        description="Contrastive pre-training of a small CLIP. --data shapes (the default) trains offline on "
-                    "procedurally drawn shapes with captions, a stand-in for COCO, then classifies colour x shape "
-                    "pairs that training never showed (on a 2-core laptop CPU in about 2 minutes). --data coco "
-                    "trains on COCO train2017 captions (fetched and cached once) and reports val2017 retrieval "
-                    "recall@1/5/10 and CIFAR-10/100 zero-shot when CIFAR is on disk. Writes checkpoint.pt, "
-                    "metrics.json and loss_curve.png to --out. Ctrl-C (or SIGTERM) stops after the current "
-                    "step and saves; --resume continues. Options not given come from the preset or, with "
-                    "--resume, from the run's checkpoint.")
+    parser = subparsers.add_parser("pretrain", description=run_pretrain.__doc__,
+                                   help="contrastive pre-training: offline shapes (default) or COCO captions")
     parser.add_argument("--data", choices=["shapes", "coco"], default=None,
                         help="shapes (offline stand-in for COCO; the default) or coco (train2017 captions)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -125,6 +117,15 @@ def pretrain_config(args):
 
 
 def run_pretrain(args) -> int:
+    """Contrastive pre-training of a small CLIP. --data shapes (the default) trains offline on
+    procedurally drawn shapes with captions, a stand-in for COCO, then classifies colour x shape
+    pairs that training never showed (on a 2-core laptop CPU in about 2 minutes). --data coco
+    trains on COCO train2017 captions (fetched and cached once) and reports val2017 retrieval
+    recall@1/5/10 and CIFAR-10/100 zero-shot when CIFAR is on disk. Writes checkpoint.pt,
+    metrics.json and loss_curve.png to --out. Ctrl-C (or SIGTERM) stops after the current step
+    and saves; --resume continues. Options not given come from the preset or, with --resume,
+    from the run's checkpoint.
+    """
     from pathlib import Path
 
     from .train import train
@@ -157,26 +158,23 @@ def run_pretrain(args) -> int:
 # ----------------------------------------------------------------------------- zeroshot
 def add_zeroshot_parser(subparsers) -> None:
     from .zeroshot import TEMPLATES
-    parser = subparsers.add_parser(
-        "zeroshot", help="zero-shot classification: CIFAR-10/100 or shapes, one prompt or an ensemble",
-        description="Build a classifier from the class names (stage 2) and classify a test set with it "
-                    "(stage 3). Prints top-1/top-5, the weakest classes and the most confused pairs, and "
-                    "writes every figure (per-class accuracy, confusion matrix) to a JSON file.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
-    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
+    parser = subparsers.add_parser("zeroshot", description=run_zeroshot.__doc__,
+                                   help="zero-shot classification: CIFAR-10/100 or shapes, one prompt or an ensemble")
+    add_model_arguments(parser, batch_size=128)
     parser.add_argument("--dataset", default="cifar100", choices=["cifar100", "cifar10", "shapes"])
     parser.add_argument("--templates", default="ensemble", choices=sorted(TEMPLATES),
                         help="one prompt ('a photo of a {}.') or the paper's 18-prompt ensemble")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
-    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data-root", default=None, help="where CIFAR lives (default: data/ or $CLIP_DATA)")
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--output", default=None,
                         help="JSON file for the results (default: zeroshot_<dataset>_<templates>.json)")
 
 
 def run_zeroshot(args) -> int:
+    """Build a classifier from the class names (stage 2) and classify a test set with it (stage 3).
+    Prints top-1/top-5, the weakest classes and the most confused pairs, and writes every figure
+    (per-class accuracy, confusion matrix) to a JSON file.
+    """
     run_zeroshot_command(args)
     return 0
 
@@ -191,7 +189,7 @@ def run_zeroshot_command(args):
     output = Path(args.output or f"zeroshot_{args.dataset}_{args.templates}.json")
     check_output_file(output)   # before the evaluation, not after it
     device = pick_device(args.device)
-    model, preprocess, tokenizer = load_for_zeroshot(args, device)
+    model, preprocess, tokenizer = load_model_for_evaluation(args, device)
     model.eval()
     images, names = zeroshot_test_set(args, model, preprocess)
     templates = TEMPLATES[args.templates]
@@ -207,8 +205,21 @@ def run_zeroshot_command(args):
     return result
 
 
-def load_for_zeroshot(args, device):
-    """``(model, preprocess, tokenizer)`` from ``--checkpoint`` or ``--weights``."""
+def add_model_arguments(parser, batch_size: int) -> None:
+    """The options every evaluation command shares: which model, on which device, how many at a time."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
+    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+
+
+def load_model_for_evaluation(args, device, truncate: bool = False):
+    """``(model, preprocess, tokenizer)`` from ``--checkpoint`` or ``--weights``.
+
+    The tokenizer pads to the model's own context length: 77 for OpenAI's
+    models, often shorter for a course run, whose checkpoint carries its own BPE.
+    """
     import os
     from functools import partial
 
@@ -222,13 +233,12 @@ def load_for_zeroshot(args, device):
             raise CourseError(f"{args.weights} is a checkpoint written by `clip-from-scratch pretrain`, with its "
                               f"own tokenizer: pass it as --checkpoint {args.weights}")
         model, preprocess = load(args.weights, device=device)
-        return model, preprocess, tokenize
+        return model, preprocess, partial(tokenize, context_length=model.config.context_length, truncate=truncate)
     from .train import load_checkpoint
     from .transforms import eval_transform
     model, tokenizer = load_checkpoint(args.checkpoint, device=device)
-    # The run's own BPE, padded to the run's own context length (often shorter than CLIP's 77).
-    tokenizer = partial(tokenizer.tokenize, context_length=model.config.context_length)
-    return model, eval_transform(model.config.image_resolution), tokenizer
+    return (model, eval_transform(model.config.image_resolution),
+            partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=truncate))
 
 
 def is_training_checkpoint(path) -> bool:
@@ -277,11 +287,8 @@ def check_output_file(path) -> None:
 
 # ----------------------------------------------------------------------------- download
 def add_download_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "download", help="prefetch data and weights (COCO captions, CIFAR, OpenAI weights) for offline use",
-        description="Fetch what the course needs ahead of time, e.g. to fill one data/ folder (or $CLIP_DATA) "
-                    "before a workshop. Each target prints what it fetched, what it reused, what it skipped "
-                    "and why, and the disk it uses. Interrupted? Run the same command again: it resumes.")
+    parser = subparsers.add_parser("download", description=run_download.__doc__,
+                                   help="prefetch COCO captions, CIFAR and OpenAI weights for offline use")
     parser.add_argument("target", choices=["coco", "cifar100", "cifar10", "weights"],
                         help="coco: caption annotations + images + the resized uint8 cache; cifar100/cifar10: "
                              "the torchvision archives; weights: one released OpenAI model")
@@ -309,6 +316,10 @@ def _megabytes(size: int) -> str:
 
 
 def run_download(args) -> int:
+    """Fetch what the course needs ahead of time, e.g. to fill one data/ folder (or $CLIP_DATA)
+    before a workshop. Each target prints what it fetched, what it reused, what it skipped and
+    why, and the disk it uses. Interrupted? Run the same command again: it resumes.
+    """
     import json
     from pathlib import Path
 
@@ -375,33 +386,28 @@ def run_download(args) -> int:
 
 # ----------------------------------------------------------------------------- retrieval
 def add_retrieval_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "retrieval", help="image<->text retrieval recall@1/5/10 on COCO val2017",
-        description="Encode every COCO val2017 image and caption with a model and measure recall@K both ways "
-                    "(image->text: any of the image's captions among its K best; text->image: the caption's "
-                    "image among its K best). Fetches and caches val2017 first if needed. Prints a table and "
-                    "writes a JSON file.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
-    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
+    parser = subparsers.add_parser("retrieval", description=run_retrieval.__doc__,
+                                   help="image<->text retrieval recall@1/5/10 on COCO val2017")
+    add_model_arguments(parser, batch_size=256)
     parser.add_argument("--split", default="val2017", choices=["val2017", "train2017"],
                         help="evaluate on val2017 (default); train2017 only to compare with training")
     parser.add_argument("--max-images", type=int, default=None, metavar="N",
                         help="only the first N images by id (a quicker, easier test: fewer distractors)")
     parser.add_argument("--resolution", type=int, default=None, metavar="R",
                         help="image side in px (default and only choice: the model's input resolution)")
-    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--data-root", default=None, help="where COCO lives (default: $CLIP_DATA or data/)")
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--output", default=None, metavar="JSON",
                         help="results file (default: retrieval_<split>.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
 
 
 def run_retrieval(args) -> int:
+    """Encode every COCO val2017 image and caption with a model and measure recall@K both ways
+    (image->text: any of the image's captions among its K best; text->image: the caption's image
+    among its K best). Fetches and caches val2017 first if needed. Prints a table and writes a
+    JSON file.
+    """
     import json
-    import os
-    from functools import partial
     from pathlib import Path
 
     from .course import pick_device
@@ -413,19 +419,8 @@ def run_retrieval(args) -> int:
     device = pick_device(args.device)
     progress = not args.no_progress
     try:
-        if args.weights:
-            from .openai_weights import available_models, load
-            from .tokenizer import tokenize
-            if not os.path.isfile(args.weights) and args.weights not in available_models():
-                raise CourseError(f"--weights {args.weights!r} is neither a file nor a released model: give a "
-                                 f"path to a .pt file or one of {available_models()}")
-            model, _ = load(args.weights, device=device)
-            tokenize_fn = partial(tokenize, context_length=model.config.context_length, truncate=True)
-        else:
-            from .train import load_checkpoint
-            model, tokenizer = load_checkpoint(args.checkpoint, device=device)
-            # The run's own BPE at the run's context length; long captions are cut (end-of-text kept).
-            tokenize_fn = partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=True)
+        # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
+        model, _, tokenize_fn = load_model_for_evaluation(args, device, truncate=True)
         resolution = model.visual.input_resolution
         if args.resolution is not None and args.resolution != resolution:
             raise CourseError(f"--resolution {args.resolution}: this model takes {resolution} px images; "

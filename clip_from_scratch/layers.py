@@ -149,3 +149,15 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, tokens, width]
         return self.resblocks(x)
+
+
+def check_images(images: torch.Tensor, resolution: int) -> None:
+    """Both image encoders take ``[batch, 3, resolution, resolution]`` floats: say so, in the user's terms."""
+    if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3
+            or images.shape[2] != resolution or images.shape[3] != resolution):
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"this model takes images of shape [batch, 3, {resolution}, {resolution}], got {got}. "
+                         f"Use the preprocess transform that load() returns (it resizes, crops to "
+                         f"{resolution} px and converts to RGB), and stack the results into a batch.")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be float tensors (normalised by preprocess), got {images.dtype}")

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import check_images
+
 # The stem divides the side by 4, layers 2-4 by 2 each: 224 px -> a 7 x 7 grid.
 TOTAL_STRIDE = 32
 
@@ -178,7 +180,7 @@ class ResNetEncoder(nn.Module):
         self.attnpool = AttentionPool2d(self.grid_size, in_channels, heads, embed_dim)  # in_channels = 32 * width
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self._check_images(images)
+        check_images(images, self.input_resolution)
         x = images.to(self.conv1.weight.dtype)            # [batch, 3, res, res]
         x = F.relu(self.bn1(self.conv1(x)), inplace=True)  # [batch, width/2, res/2, res/2]
         x = F.relu(self.bn2(self.conv2(x)), inplace=True)  # [batch, width/2, res/2, res/2]
@@ -189,14 +191,3 @@ class ResNetEncoder(nn.Module):
         x = self.layer3(x)                                 # [batch, 16*width, res/16, res/16]
         x = self.layer4(x)                                 # [batch, 32*width, res/32, res/32]
         return self.attnpool(x)                            # [batch, embed_dim]
-
-    def _check_images(self, images: torch.Tensor) -> None:
-        res = self.input_resolution
-        if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3
-                or images.shape[2] != res or images.shape[3] != res):
-            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"this model takes images of shape [batch, 3, {res}, {res}], got {got}. "
-                             f"Use the preprocess transform that load() returns (it resizes, crops to "
-                             f"{res} px and converts to RGB), and stack the results into a batch.")
-        if not images.is_floating_point():
-            raise TypeError(f"images must be float tensors (normalised by preprocess), got {images.dtype}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import LayerNorm, Transformer
+from .layers import LayerNorm, Transformer, check_images
 
 
 class VisionEncoder(nn.Module):
@@ -48,7 +48,7 @@ class VisionEncoder(nn.Module):
         self.proj = nn.Parameter(scale * torch.randn(width, embed_dim))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self._check_images(images)
+        check_images(images, self.input_resolution)
         x = self.conv1(images.to(self.conv1.weight.dtype))  # [batch, width, grid, grid]
         x = x.flatten(2).transpose(1, 2)                     # [batch, grid*grid, width]
         class_token = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -58,14 +58,3 @@ class VisionEncoder(nn.Module):
         x = self.transformer(x)
         x = self.ln_post(x[:, 0])                            # [batch, width] the class token
         return x @ self.proj                                 # [batch, embed_dim]
-
-    def _check_images(self, images: torch.Tensor) -> None:
-        res = self.input_resolution
-        if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3
-                or images.shape[2] != res or images.shape[3] != res):
-            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"this model takes images of shape [batch, 3, {res}, {res}], got {got}. "
-                             f"Use the preprocess transform that load() returns (it resizes, crops to "
-                             f"{res} px and converts to RGB), and stack the results into a batch.")
-        if not images.is_floating_point():
-            raise TypeError(f"images must be float tensors (normalised by preprocess), got {images.dtype}")

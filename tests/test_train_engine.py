@@ -237,7 +237,7 @@ def test_bad_pretrain_options_are_one_line_errors(tmp_path, capsys, options, mes
 
 def test_zeroshot_output_that_is_a_folder_fails_before_the_evaluation(tmp_path, capsys, monkeypatch):
     from clip_from_scratch import cli
-    monkeypatch.setattr(cli, "load_for_zeroshot", lambda *a: pytest.fail("evaluation started"))
+    monkeypatch.setattr(cli, "load_model_for_evaluation", lambda *a: pytest.fail("evaluation started"))
     assert main(["zeroshot", "--checkpoint", "x.pt", "--dataset", "shapes", "--output", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
 

@@ -36,6 +36,17 @@ def _attempt(fn, *args):
     return result, None
 
 
+def _attempt_whole_number(fn, *args, what: str = "one whole number"):
+    """Like :func:`_attempt`, and the result read as one whole number: ``(int, None)`` or ``(None, verdict)``."""
+    result, verdict = _attempt(fn, *args)
+    if verdict is not None:
+        return None, verdict
+    try:
+        return int(result), None
+    except Exception:  # noqa: BLE001 - a list, a string, a tensor of many values, NaN
+        return None, report(False, "", f"return {what}, got {result!r}."[:300])
+
+
 def check_causal_mask(causal_mask) -> bool:
     """``causal_mask(n)`` -> ``[n, n]`` float mask to *add* to the scores: 0 where allowed, -inf above the diagonal."""
     mask, verdict = _attempt(causal_mask, 4)
@@ -100,13 +111,10 @@ def check_longest_caption(longest_caption) -> bool:
     tokens = torch.zeros(3, 77, dtype=torch.long)
     for row, eot in enumerate([5, 11, 2]):
         tokens[row, 0], tokens[row, 1:eot], tokens[row, eot] = 49406, 320, 49407
-    length, verdict = _attempt(longest_caption, tokens)
+    length, verdict = _attempt_whole_number(longest_caption, tokens,
+                                            what="one whole number (the positions to keep)")
     if verdict is not None:
         return verdict
-    try:
-        length = int(length)
-    except Exception:  # noqa: BLE001 - a list, a string, a tensor of many values, NaN
-        return report(False, "", f"return one whole number (the positions to keep), got {length!r}.")
     if length == 11:
         return report(False, "", "off by one: the end-of-text token at index 11 must be kept, so 12 positions.")
     if length != 12:
@@ -154,13 +162,9 @@ def check_text_parameters(text_parameters) -> bool:
         want = sum(p.numel() for name, p in model.named_parameters() if name.startswith(text_parts))
         args = (config.vocab_size, config.context_length, config.transformer_width, config.transformer_layers,
                 config.embed_dim)
-        got, verdict = _attempt(text_parameters, *args)
+        got, verdict = _attempt_whole_number(text_parameters, *args)
         if verdict is not None:
             return verdict
-        try:
-            got = int(got)
-        except (TypeError, ValueError, RuntimeError):
-            return report(False, "", f"return one whole number, got {type(got).__name__}.")
         if got == want:
             continue
         w, layers = config.transformer_width, config.transformer_layers

@@ -48,6 +48,21 @@ def _number(value):
         return None
 
 
+def _number_answer(function, *args, what: str = "one number", hint: str = ""):
+    """``(number, None)``, or ``(None, verdict)`` when there is no number to judge (the learner's code
+    failed, still returns ``None``, or returns something that is not one number)."""
+    result, error = _call(function, *args)
+    if error:
+        return None, report(False, "", error + hint)
+    if result is None:
+        not_attempted(None)
+        return None, False
+    got = _number(result)
+    if got is None:
+        return None, report(False, "", f"return {what}, got {type(result).__name__}")
+    return got, None
+
+
 # ----------------------------------------------------------------------------- exercise 1
 def reference_linear_schedule(step: int, steps: int, warmup_steps: int, peak_lr: float) -> float:
     """Linear warm-up to ``peak_lr``, then a straight line down to 0 at the last step (``steps - 1``)."""
@@ -64,15 +79,9 @@ def check_linear_schedule(linear_schedule) -> bool:
     for steps, warmup, peak in ((101, 10, 1.0), (50, 5, 3e-4), (1000, 100, 2e-3)):
         for step in sorted({0, 1, warmup - 1, warmup, warmup + 1, steps // 2, steps - 2, steps - 1}):
             want = reference_linear_schedule(step, steps, warmup, peak)
-            result, error = _call(linear_schedule, step, steps, warmup, peak)
-            if error:
-                return report(False, "", error)
-            if result is None:
-                not_attempted(None)
-                return False
-            got = _number(result)
-            if got is None:
-                return report(False, "", f"return one number (a float), got {type(result).__name__}")
+            got, verdict = _number_answer(linear_schedule, step, steps, warmup, peak, what="one number (a float)")
+            if verdict is not None:
+                return verdict
             if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
                 continue
             where = (f"steps={steps}, warmup_steps={warmup}, peak_lr={peak}, step={step}: "
@@ -167,16 +176,12 @@ def check_text_to_image_recall(text_to_image_recall) -> bool:
     similarity[caption_to_image, torch.arange(len(caption_to_image))] += 1.0      # the right image tends to win
     for k in (1, 2, 5):
         want = reference_text_to_image_recall(similarity, caption_to_image, k)
-        result, error = _call(text_to_image_recall, similarity.clone(), caption_to_image.clone(), k)
-        if error:
-            return report(False, "", error + ". similarity is [images, captions]: a caption's scores are "
-                                             "its COLUMN, similarity[:, j]")
-        if result is None:
-            not_attempted(None)
-            return False
-        got = _number(result)
-        if got is None:
-            return report(False, "", f"return one number (a percentage), got {type(result).__name__}")
+        got, verdict = _number_answer(text_to_image_recall, similarity.clone(), caption_to_image.clone(), k,
+                                      what="one number (a percentage)",
+                                      hint=". similarity is [images, captions]: a caption's scores are its "
+                                           "COLUMN, similarity[:, j]")
+        if verdict is not None:
+            return verdict
         if math.isclose(got, want, abs_tol=1e-4):
             continue
         if math.isclose(100 * got, want, abs_tol=1e-3) and want > 0:
@@ -205,15 +210,9 @@ def check_max_logit(max_logit) -> bool:
         return False
     for raw in (math.log(1 / 0.07), 4.0, 5.0, 7.5, -1.0):
         want = reference_max_logit(raw)
-        result, error = _call(max_logit, raw)
-        if error:
-            return report(False, "", error)
-        if result is None:
-            not_attempted(None)
-            return False
-        got = _number(result)
-        if got is None:
-            return report(False, "", f"return one number, got {type(result).__name__}")
+        got, verdict = _number_answer(max_logit, raw)
+        if verdict is not None:
+            return verdict
         if math.isclose(got, want, rel_tol=1e-4):
             continue
         where = f"raw logit_scale {raw:.3f}: got {got:.4g}, expected {want:.4g}"
