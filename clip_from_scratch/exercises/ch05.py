@@ -130,7 +130,7 @@ def check_decay_names(decay_names) -> bool:
         if result is None:
             not_attempted(None)
             return False
-        if isinstance(result, str) or not hasattr(result, "__iter__"):
+        if isinstance(result, (str, torch.Tensor)) or not hasattr(result, "__iter__"):
             return report(False, "", f"return a set (or list) of parameter names, got {type(result).__name__}")
         got = {str(name) for name in result}
         if got == want:
@@ -149,8 +149,8 @@ def check_decay_names(decay_names) -> bool:
             return report(False, "", f"{[n for n in wrongly_in if 'embedding' in n][0]} is 2-D but an "
                                      "embedding (a table of vectors, not a map): no decay")
         if "logit_scale" in wrongly_in:
-            return report(False, "", "logit_scale is the temperature: decaying it would pull the scale to "
-                                     "exp(0) = 1 and blur every softmax")
+            return report(False, "", "logit_scale is the log of 1/temperature: decaying it would pull the "
+                                     "scale to exp(0) = 1 and blur every softmax")
         return report(False, "", f"with decay but should not be: {wrongly_in[:3]}; missing: {missing[:3]}")
     return report(True, "decay on every weight matrix and kernel; none on gains, biases, embeddings or the "
                         "temperature.", "")
