@@ -94,7 +94,8 @@ def main() -> int:
     captions = synthetic_captions(args.images, config, vocab_size, generator)
     card = torch.cuda.get_device_name() if device.type == "cuda" else "CPU smoke run, not a measurement"
     print(f"{card} | torch {torch.__version__} | gpu preset: {config.image_resolution} px, "
-          f"patch {config.patch_size}, width {config.width}, {config.layers} layers, batch {config.batch_size}, "
+          f"patch {config.vision_patch_size}, width {config.vision_width}, {config.vision_layers} layers, "
+          f"batch {config.batch_size}, "
           f"bf16 autocast")
 
     torch.manual_seed(0)

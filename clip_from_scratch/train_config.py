@@ -26,17 +26,23 @@ from .model import CLIPConfig
 #: Changes from the defaults per COCO preset. Times: see the README (measured where we could).
 PRESETS: dict[str, dict] = {
     # A laptop CPU, a few minutes: 10k images at 32 px in a 4 x 4 grid of patches.
-    "cpu": dict(num_images=10_000, eval_images=1_000, image_resolution=32, patch_size=8, width=96,
-                layers=3, heads=2, embed_dim=96, context_length=32, bpe_merges=2_000, steps=1_000,
-                batch_size=128, lr=1e-3, warmup_steps=100, crop_scale=0.8, eval_every=0, log_every=25),
+    "cpu": dict(num_images=10_000, eval_images=1_000, image_resolution=32, vision_patch_size=8,
+                vision_width=96, vision_layers=3, vision_heads=2,
+                transformer_width=96, transformer_layers=3, transformer_heads=2, embed_dim=96,
+                context_length=32, bpe_merges=2_000, steps=1_000, batch_size=128, lr=1e-3, warmup_steps=100,
+                crop_scale=0.8, eval_every=0, log_every=25),
     # A free Colab T4 (16 GB, fp16), under an hour: all of train2017 at 64 px.
-    "t4": dict(num_images=None, eval_images=5_000, image_resolution=64, patch_size=8, width=256,
-               layers=6, heads=4, embed_dim=256, context_length=40, bpe_merges=8_000, steps=9_000,
-               batch_size=256, lr=5e-4, warmup_steps=500, crop_scale=0.6, eval_every=3_000, log_every=50),
+    "t4": dict(num_images=None, eval_images=5_000, image_resolution=64, vision_patch_size=8,
+               vision_width=256, vision_layers=6, vision_heads=4,
+               transformer_width=256, transformer_layers=6, transformer_heads=4, embed_dim=256,
+               context_length=40, bpe_merges=8_000, steps=9_000, batch_size=256, lr=5e-4, warmup_steps=500,
+               crop_scale=0.6, eval_every=3_000, log_every=50),
     # One H100-class GPU, about 10 minutes: bigger batch, bigger model, ~35 epochs.
-    "gpu": dict(num_images=None, eval_images=5_000, image_resolution=64, patch_size=8, width=384,
-                layers=6, heads=6, embed_dim=384, context_length=40, bpe_merges=8_000, steps=4_000,
-                batch_size=1024, lr=1e-3, warmup_steps=400, crop_scale=0.6, eval_every=1_000, log_every=50),
+    "gpu": dict(num_images=None, eval_images=5_000, image_resolution=64, vision_patch_size=8,
+                vision_width=384, vision_layers=6, vision_heads=6,
+                transformer_width=384, transformer_layers=6, transformer_heads=6, embed_dim=384,
+                context_length=40, bpe_merges=8_000, steps=4_000, batch_size=1024, lr=1e-3, warmup_steps=400,
+                crop_scale=0.6, eval_every=1_000, log_every=50),
 }
 
 #: A run in fast mode (``CLIP_FAST=1``): the same code paths, a fraction of the work.
@@ -64,15 +70,16 @@ class TrainConfig:
     eval_images: int | None = 5_000   # val2017 images for retrieval (None: all 5,000)
     cifar: bool = True                # also CIFAR-10/100 zero-shot at the end, when CIFAR is on disk
     bpe_merges: int = 100             # the run's own tokenizer: 512 bytes + merges + 2 specials
-    # model
+    # model: CLIPConfig's names (model.py), one meaning each
     image_encoder: str = "vit"        # vit (a Vision Transformer) | resnet (CLIP's modified ResNet)
-    resnet_blocks: int = 1            # resnet: bottleneck blocks in each of the 4 stages
-    resnet_width: int = 16            # resnet: stem width (the attention pool is 32x wider)
-    patch_size: int = 4               # 16 px / 4 = a 4 x 4 grid: 16 image tokens
-    width: int = 64                   # both towers
-    layers: int = 2                   # both towers
-    heads: int = 2
-    embed_dim: int = 64
+    vision_patch_size: int = 4        # ViT: 16 px / 4 = a 4 x 4 grid, 16 image tokens (a ResNet has none)
+    vision_width: int = 64            # ViT: its width; ResNet: the stem's (the attention pool is 32x wider)
+    vision_layers: int = 2            # ViT: its depth; ResNet: bottleneck blocks in each of its four stages
+    vision_heads: int = 2             # ViT only (a ResNet's attention pool has width * 32 // 64)
+    transformer_width: int = 64       # the text transformer
+    transformer_layers: int = 2
+    transformer_heads: int = 2
+    embed_dim: int = 64               # the shared space both towers project into
     context_length: int = 32          # longer captions are cut (their end-of-text token kept)
     # optimisation
     steps: int = 2_000
@@ -98,8 +105,9 @@ class TrainConfig:
     # Settings that define the run: a resumed run must agree on all of these.
     RUN_DEFINING = ("data", "num_images", "image_resolution", "crop_scale", "max_shapes", "spread",
                     "partial_captions", "heldout", "shape_only", "colour_only", "zeroshot_images",
-                    "eval_images", "bpe_merges", "image_encoder", "resnet_blocks", "resnet_width", "patch_size",
-                    "width", "layers", "heads", "embed_dim",
+                    "eval_images", "bpe_merges", "image_encoder", "vision_patch_size", "vision_width",
+                    "vision_layers", "vision_heads", "transformer_width", "transformer_layers", "transformer_heads",
+                    "embed_dim",
                     "context_length", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "beta1",
                     "beta2", "eps", "grad_clip", "seed")
 
@@ -123,14 +131,15 @@ class TrainConfig:
         elif self.image_encoder == "resnet" and self.image_resolution % 32:
             problems.append(f"image_resolution ({self.image_resolution}) must be a multiple of 32 for a ResNet "
                             f"image encoder, which halves the image five times (try --resolution 32)")
-        elif self.image_encoder == "vit" and self.image_resolution % self.patch_size:
+        elif self.image_encoder == "vit" and self.image_resolution % self.vision_patch_size:
             problems.append(f"image_resolution ({self.image_resolution}) must be a multiple of "
-                            f"patch_size ({self.patch_size})")
-        if self.resnet_blocks < 1 or self.resnet_width < 2 or self.resnet_width % 2:
-            problems.append(f"resnet_blocks must be at least 1 and resnet_width an even number >= 2 "
-                            f"(got {self.resnet_blocks} and {self.resnet_width})")
-        if self.width % self.heads:
-            problems.append(f"width ({self.width}) must be divisible by heads ({self.heads})")
+                            f"vision_patch_size ({self.vision_patch_size})")
+        elif self.image_encoder == "resnet" and self.vision_width % 2:
+            problems.append(f"a ResNet's vision_width (its stem) must be even (got {self.vision_width})")
+        for tower, heads in (("vision", self.vision_heads), ("transformer", self.transformer_heads)):
+            width = getattr(self, f"{tower}_width")
+            if (tower == "transformer" or self.image_encoder == "vit") and (heads < 1 or width % heads):
+                problems.append(f"{tower}_width ({width}) must be divisible by {tower}_heads ({heads})")
         if self.heldout not in ("pairs", "captions"):
             problems.append(f"heldout must be 'pairs' or 'captions' (got {self.heldout!r})")
         if not (0 <= self.shape_only and 0 <= self.colour_only and self.shape_only + self.colour_only <= 1):
@@ -157,23 +166,23 @@ class TrainConfig:
             raise ConfigError("impossible training settings:\n  " + "\n  ".join(problems))
 
     def model_config(self, vocab_size: int) -> CLIPConfig:
-        """The architecture this run trains: the same width, depth and heads for both transformers.
+        """The architecture this run trains (``vocab_size``: its own tokenizer's).
 
-        With ``image_encoder="resnet"`` the image tower is CLIP's modified
-        ResNet: ``resnet_blocks`` blocks in each of its four stages.
+        >>> TrainConfig().model_config(vocab_size=614).vision_patch_size
+        4
+        >>> TrainConfig(image_encoder="resnet", image_resolution=32, vision_width=16,
+        ...             vision_layers=1).model_config(614).vision_layers     # blocks in each of 4 stages
+        (1, 1, 1, 1)
         """
-        if self.image_encoder == "resnet":
-            return CLIPConfig(embed_dim=self.embed_dim, image_resolution=self.image_resolution,
-                              vision_layers=(self.resnet_blocks,) * 4, vision_width=self.resnet_width,
-                              vision_patch_size=None, context_length=self.context_length, vocab_size=vocab_size,
-                              transformer_width=self.width, transformer_heads=self.heads,
-                              transformer_layers=self.layers)
+        resnet = self.image_encoder == "resnet"
         return CLIPConfig(embed_dim=self.embed_dim, image_resolution=self.image_resolution,
-                          vision_layers=self.layers, vision_width=self.width,
-                          vision_patch_size=self.patch_size, context_length=self.context_length,
-                          vocab_size=vocab_size, transformer_width=self.width,
-                          transformer_heads=self.heads, transformer_layers=self.layers,
-                          vision_heads=self.heads)
+                          vision_layers=(self.vision_layers,) * 4 if resnet else self.vision_layers,
+                          vision_width=self.vision_width,
+                          vision_patch_size=None if resnet else self.vision_patch_size,
+                          context_length=self.context_length, vocab_size=vocab_size,
+                          transformer_width=self.transformer_width, transformer_heads=self.transformer_heads,
+                          transformer_layers=self.transformer_layers,
+                          vision_heads=None if resnet else self.vision_heads)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,7 +12,8 @@ from clip_from_scratch.train import TrainConfig, TrainingDiverged, TrainingError
 from clip_from_scratch.train_data import ShapesEvaluation
 
 # A tiny run: a few seconds on a CPU.
-TINY = dict(num_images=256, batch_size=16, width=32, heads=2, layers=1, embed_dim=32, bpe_merges=100,
+TINY = dict(num_images=256, batch_size=16, vision_width=32, vision_heads=2, vision_layers=1, transformer_width=32,
+            transformer_heads=2, transformer_layers=1, embed_dim=32, bpe_merges=100,
             zeroshot_images=30, steps=8, warmup_steps=2, eval_every=0, checkpoint_every=0, progress=False,
             device="cpu")
 
@@ -135,7 +136,8 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
     (dict(steps=-5), "steps must be at least 1"),
     (dict(batch_size=1), "contrastive loss needs other pairs"),
     (dict(lr=0.0), "lr must be positive"),
-    (dict(patch_size=5), "multiple of patch_size"),
+    (dict(vision_patch_size=5), "multiple of vision_patch_size"),
+    (dict(transformer_width=30, transformer_heads=4), "transformer_width \\(30\\) must be divisible"),
     (dict(amp="fp8"), "amp must be one of"),
     (dict(shape_only=0.8, colour_only=0.4), "together at most 1"),
     (dict(colour_only=-0.1), "each at least 0"),

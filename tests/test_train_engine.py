@@ -28,9 +28,14 @@ from clip_from_scratch.train import (
     train,
 )
 
-TINY = dict(num_images=64, batch_size=16, width=32, heads=2, layers=1, embed_dim=32, bpe_merges=60,
+TINY = dict(num_images=64, batch_size=16, vision_width=32, vision_heads=2, vision_layers=1, transformer_width=32,
+            transformer_heads=2, transformer_layers=1, embed_dim=32, bpe_merges=60,
             zeroshot_images=30, steps=6, warmup_steps=1, eval_every=0, checkpoint_every=0, progress=False,
             device="cpu", log_every=1)
+
+
+SMALL_TOWERS = dict(vision_patch_size=4, vision_width=32, vision_heads=2, vision_layers=1, transformer_width=32,
+                    transformer_heads=2, transformer_layers=1, embed_dim=32)
 
 
 def tiny(out_dir, **changes):
@@ -48,8 +53,8 @@ def _clip_batch(captions, resolution=16):
 
 def test_loss_is_float32_and_equals_the_fp32_computation_under_bf16_autocast():
     torch.manual_seed(0)
-    config = TrainConfig(num_images=4, batch_size=4, image_resolution=16, patch_size=4, width=32, heads=2,
-                         layers=1, embed_dim=32, context_length=20, crop_scale=1.0)
+    config = TrainConfig(num_images=4, batch_size=4, image_resolution=16, **SMALL_TOWERS, context_length=20,
+                         crop_scale=1.0)
     pairs, captions = _clip_batch(["a cat.", "a dog on a mat.", "two birds!", "a red car."])
     model = CLIP(config.model_config(vocab_size=49408))
     model.logit_scale.data.fill_(torch.log(torch.tensor(100.0)))   # logits up to 100: where bf16 errs most
@@ -73,8 +78,7 @@ def test_loss_is_float32_and_equals_the_fp32_computation_under_bf16_autocast():
 def test_caption_with_an_exclamation_mark_keeps_its_end_of_text_token():
     pairs, captions = _clip_batch(["wow!", "a cat!! on a mat", "hello"])
     assert (captions.tokens == 0).any(dim=1)[:2].all(), "'!' is id 0 in CLIP's vocabulary"
-    config = TrainConfig(num_images=3, batch_size=3, image_resolution=16, patch_size=4, width=32, heads=2,
-                         layers=1, embed_dim=32, context_length=20)
+    config = TrainConfig(num_images=3, batch_size=3, image_resolution=16, **SMALL_TOWERS, context_length=20)
     _, text, eot_index = make_batch(0, config, pairs.images, captions, torch.device("cpu"))
     assert (text[torch.arange(3), eot_index] == 49407).all()
     model = CLIP(config.model_config(vocab_size=49408)).eval()
@@ -212,7 +216,8 @@ def test_resume_from_a_weights_only_checkpoint_is_a_clear_error(tmp_path):
 def test_resume_from_a_checkpoint_with_another_architecture_is_a_clear_error(tmp_path):
     train(tiny(tmp_path, stop_after=1))
     state = read_checkpoint(tmp_path)
-    state["model"] = CLIP(tiny(tmp_path, width=64).model_config(vocab_size=600)).state_dict()
+    wider = tiny(tmp_path, vision_width=64, transformer_width=64)
+    state["model"] = CLIP(wider.model_config(vocab_size=600)).state_dict()
     torch.save(state, tmp_path / "checkpoint.pt")
     with pytest.raises(TrainingError, match="does not fit this run's model"):
         train(tiny(tmp_path), resume=True)
@@ -278,11 +283,11 @@ def test_every_torchrun_process_checks_the_output_folder_and_fails_with_the_same
 
 
 def test_pretrain_trains_a_resnet_image_tower_and_resumes_it(tmp_path):
-    config = tiny(tmp_path, image_encoder="resnet", image_resolution=32, resnet_blocks=1, resnet_width=16,
+    config = tiny(tmp_path, image_encoder="resnet", image_resolution=32, vision_layers=1, vision_width=16,
                   steps=4, stop_after=2)
     train(config)
-    result = train(tiny(tmp_path, image_encoder="resnet", image_resolution=32, resnet_blocks=1,
-                        resnet_width=16, steps=4), resume=True)
+    result = train(tiny(tmp_path, image_encoder="resnet", image_resolution=32, vision_layers=1,
+                        vision_width=16, steps=4), resume=True)
     assert result["finished"] and result["model_config"]["vision_layers"] == (1, 1, 1, 1)
     from clip_from_scratch import load
     model, _ = load(str(tmp_path / "checkpoint.pt"), device="cpu")
@@ -292,3 +297,17 @@ def test_pretrain_trains_a_resnet_image_tower_and_resumes_it(tmp_path):
 def test_a_resnet_at_a_resolution_it_cannot_halve_five_times_is_refused(tmp_path, capsys):
     assert main(["pretrain", "--out", str(tmp_path / "run"), "--image-encoder", "resnet", "--no-progress"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_the_training_config_names_the_model_the_way_the_model_config_does():
+    from dataclasses import fields
+
+    from clip_from_scratch.model import CLIPConfig
+    config = TrainConfig(vision_width=48, vision_heads=3, vision_layers=3, transformer_width=40,
+                         transformer_heads=5, transformer_layers=4, embed_dim=24, context_length=20)
+    model_config = config.model_config(vocab_size=700)
+    shared = {f.name for f in fields(CLIPConfig)} & {f.name for f in fields(TrainConfig)}
+    assert shared >= {"vision_width", "vision_layers", "vision_heads", "vision_patch_size", "transformer_width",
+                      "transformer_layers", "transformer_heads", "embed_dim", "context_length", "image_resolution"}
+    for name in shared:
+        assert getattr(model_config, name) == getattr(config, name), name
