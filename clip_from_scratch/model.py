@@ -46,7 +46,10 @@ class CLIPConfig:
     is None) and its ``vision_width`` is the stem's width (RN50: 64).
     ``vision_heads`` defaults to CLIP's 64 channels a head: ``vision_width // 64``
     (at least 1) for a ViT, ``32 * vision_width // 64`` for a ResNet's
-    attention pool. ``CLIPConfig.preset("RN50")`` gives a released
+    attention pool. ``image_resolution`` is the one name for the input size
+    (``TrainConfig`` uses it too); ``model.visual.input_resolution`` holds the
+    same number under openai/clip's attribute name, which user code reads.
+    ``CLIPConfig.preset("RN50")`` gives a released
     architecture, ``CLIPConfig.preset("tiny", vocab_size=300)`` a course one with changes.
     """
     embed_dim: int = 512
