@@ -9,7 +9,8 @@ another machine changes little: every chapter seeds its own randomness). A
 chapter that raises is reported and left as it was. Outputs are kept as they
 came, except that this machine's folders are replaced (the checkout by
 ``<repo>``, site-packages by ``<packages>``, the temp folder by ``<tmp>``):
-a reader's machine is not this one. Each notebook's metadata records the run
+a reader's machine is not this one; and progress-bar widgets, which a static
+page such as GitHub's cannot show, are dropped. Each notebook's metadata records the run
 (``clip_from_scratch.rendered``: mode, device, seconds, torch version), which
 ``tests/test_notebook_outputs.py`` checks, and chapter 00's table of run
 times is rewritten from the measured seconds.
@@ -43,9 +44,7 @@ def render(path: Path, timeout: int) -> float:
     started = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - started
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            scrub_paths(output)
+    tidy(notebook)
     import torch
     notebook.metadata["clip_from_scratch"] = {"rendered": {
         "mode": "full", "device": "cpu", "seconds": round(seconds), "torch": torch.__version__.split("+")[0],
@@ -63,6 +62,19 @@ def machine_paths() -> list[tuple[str, str]]:
              (os.path.realpath(tempfile.gettempdir()), "<tmp>"), (tempfile.gettempdir(), "<tmp>"),
              (home, "~")]
     return sorted(pairs, key=lambda pair: -len(pair[0]))   # longest first: /root/.pyenv/... before /root
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def tidy(notebook) -> None:
+    """Drop progress-bar widgets (a static page shows them frozen at 0%) and replace machine paths."""
+    notebook.metadata.pop("widgets", None)   # the widgets' saved state: nothing left to show
+    for cell in notebook.cells:
+        if "outputs" in cell:
+            cell.outputs = [output for output in cell.outputs if WIDGET not in output.get("data", {})]
+            for output in cell.outputs:
+                scrub_paths(output)
 
 
 def scrub_paths(output) -> None:
@@ -109,7 +121,7 @@ def main() -> int:
     parser.add_argument("chapters", nargs="*", help="chapter numbers (e.g. 05 03b); default: all")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell (default: %(default)s)")
     parser.add_argument("--scrub-only", action="store_true",
-                        help="only replace machine paths in the stored outputs (no run)")
+                        help="only tidy the stored outputs (widgets, machine paths), no run")
     args = parser.parse_args()
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
     if args.chapters:
@@ -117,9 +129,7 @@ def main() -> int:
     if args.scrub_only:
         for path in paths:
             notebook = nbformat.read(path, as_version=4)
-            for cell in notebook.cells:
-                for output in cell.get("outputs", []):
-                    scrub_paths(output)
+            tidy(notebook)
             nbformat.write(notebook, path)
         return 0
     times, failed = {}, []
