@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from exercise_contract import contract_tests
 
 from clip_from_scratch.exercises import ch03b
 from clip_from_scratch.resnet_encoder import Bottleneck
@@ -42,25 +43,8 @@ SOLUTIONS = {
 }
 
 
-@pytest.mark.parametrize("check", list(SOLUTIONS), ids=lambda f: f.__name__)
-def test_worked_solution_passes(check, capsys):
-    assert check(SOLUTIONS[check]) is True
-    assert "[OK]" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("check", list(SOLUTIONS), ids=lambda f: f.__name__)
-def test_placeholder_and_none_say_todo(check, capsys):
-    assert check(None) is False
-    assert check(lambda *args: None) is False
-    assert capsys.readouterr().out.count("[TODO]") == 2
-
-
-@pytest.mark.parametrize("check", list(SOLUTIONS), ids=lambda f: f.__name__)
-def test_a_function_that_raises_is_reported_not_raised(check, capsys):
-    def broken(*args):
-        raise IndexError("oops")
-    assert check(broken) is False
-    assert "IndexError: oops" in capsys.readouterr().out
+test_worked_solution_passes, test_placeholder_and_none_say_todo, \
+    test_a_function_that_raises_is_reported_not_raised = contract_tests(SOLUTIONS)
 
 
 @pytest.mark.parametrize("check, mistake, hint", [

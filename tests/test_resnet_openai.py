@@ -12,10 +12,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from seed_example import run_seed_example
 from test_model_openai import compare_with_openai
-from test_zeroshot import SEED_EXAMPLE
 
 from clip_from_scratch import load, openai_weights
 from clip_from_scratch.model import CLIP, PRESETS, CLIPConfig
@@ -132,41 +131,14 @@ def test_preprocessing_equals_openais_at_each_resnet_resolution(name):
 
 def test_seed_example_runs_with_rn50(openai_checkpoint, openai_reference, fake_cifar, monkeypatch,
                                      tmp_path, capsys):
-    """The seed's example with ``clip.load("RN50")``: a loopback server holds a small random ResNet under
-    RN50's name (with its own sha256) and a CIFAR-100 archive in the real format. Same top-5 as openai/clip."""
-    from clip_from_scratch.data import cifar
-    from clip_from_scratch.download import file_digest
-
+    """The seed's example with ``clip.load("RN50")``: a small random ResNet served under RN50's name
+    prints the same top-5 as openai/clip (seed_example.py)."""
     config = CLIPConfig(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16,
                         context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1,
                         transformer_layers=1)  # CLIP's vocabulary, so openai/clip's tokenizer fits
-    served = tmp_path / "served"
-    weights = openai_checkpoint(config, fmt="torchscript")
-    sha256 = file_digest(weights)
-    (served / sha256).mkdir(parents=True)
-    (served / sha256 / "RN50.pt").write_bytes(weights.read_bytes())
-    images = np.zeros((3640, 32, 32, 3), dtype=np.uint8)
-    images[3637, :, :16] = (200, 40, 40)                    # the seed's image: half red, half black
-    labels = [i % 100 for i in range(3640)]
-    base = fake_cifar("cifar100", images[:2], [0, 1], images, labels, served=served).base
-    monkeypatch.setitem(openai_weights._MODELS, "RN50", f"{base}/{sha256}/RN50.pt")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-
-    code = SEED_EXAMPLE.replace("import clip\n", "import clip_from_scratch as clip\n")
-    code = code.replace("clip.load('ViT-B/32', device)", "clip.load('RN50', device)")
-    assert code.count("clip_from_scratch") == 1 and code.count("'RN50'") == 1
-    exec(compile(code, "seed_example", "exec"), {"__name__": "seed"})
-    printed = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert printed[0] == "Top predictions:" and len(printed) == 6
-
-    reference = openai_reference(weights)
-    _, preprocess = openai_clip.load(str(weights), device="cpu", jit=False)
-    image = preprocess(Image.fromarray(images[3637])).unsqueeze(0)
-    names = list(cifar.CIFAR100_CLASSES)
-    with torch.no_grad():
-        image_features = F.normalize(reference.encode_image(image), dim=-1)
-        text_features = F.normalize(reference.encode_text(
-            torch.cat([openai_clip.tokenize(f"a photo of a {c}") for c in names])), dim=-1)
-    values, indices = (100.0 * image_features @ text_features.T).softmax(dim=-1)[0].topk(5)
-    want = [f"{names[i]:>16s}: {100 * v:.2f}%" for v, i in zip(values.tolist(), indices.tolist())]
-    assert printed[1:] == want
+    seed_image = np.zeros((32, 32, 3), dtype=np.uint8)
+    seed_image[:, :16] = (200, 40, 40)                                # half red, half black
+    printed, want = run_seed_example(openai_checkpoint(config, fmt="torchscript"), "RN50", seed_image,
+                                     fake_cifar=fake_cifar, openai_reference=openai_reference,
+                                     monkeypatch=monkeypatch, tmp_path=tmp_path, capsys=capsys)
+    assert printed == want

@@ -5,9 +5,11 @@ the recipe written out directly, on the same random weights in OpenAI's format.
 """
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from seed_example import run_seed_example
 
 import clip_from_scratch
 from clip_from_scratch.model import CLIPConfig
@@ -259,79 +261,11 @@ def test_classifier_from_a_model_with_another_embedding_width_is_refused(models)
 
 # --- the seed example (openai/clip's README), unchanged but for its import line ---------------
 
-SEED_EXAMPLE = '''
-import os
-import clip
-import torch
-from torchvision.datasets import CIFAR100
-
-# Load the model
-device = "cuda" if torch.cuda.is_available() else "cpu"
-model, preprocess = clip.load('ViT-B/32', device)
-
-# dataset 下载
-cifar100 = CIFAR100(root=os.path.expanduser("~/.cache"), download=True, train=False)
-
-# Prepare the inputs
-image, class_id = cifar100[3637]
-image_input = preprocess(image).unsqueeze(0).to(device)
-text_inputs = torch.cat([clip.tokenize(f"a photo of a {c}") for c in cifar100.classes]).to(device)
-
-# Calculate features
-with torch.no_grad():
-    image_features = model.encode_image(image_input)
-    text_features = model.encode_text(text_inputs)
-
-# Pick the top 5 most similar labels for the image
-image_features /= image_features.norm(dim=-1, keepdim=True)
-text_features /= text_features.norm(dim=-1, keepdim=True)
-similarity = (100.0 * image_features @ text_features.T).softmax(dim=-1)
-values, indices = similarity[0].topk(5)
-
-# Print the result
-print("\\nTop predictions:\\n")
-for value, index in zip(values, indices):
-    print(f"{cifar100.classes[index]:>16s}: {100 * value.item():.2f}%")
-'''
-
-
 def test_seed_example_runs_with_import_clip_from_scratch_as_clip(openai_checkpoint, openai_reference,
                                                                  fake_cifar, monkeypatch, tmp_path, capsys):
-    """Everything the seed touches is faked at the network edge only: a loopback server holds a small
-    random ViT in OpenAI's TorchScript format under the name ViT-B/32 (with its own sha256) and a CIFAR-100
-    archive in the real format; ~ points at a temporary folder. The seed's code itself is not changed."""
-    from clip_from_scratch import openai_weights
-    from clip_from_scratch.data import cifar
-    from clip_from_scratch.download import file_digest
-
-    served = tmp_path / "served"
-    weights = openai_checkpoint(SMALL, fmt="torchscript")
-    sha256 = file_digest(weights)
-    (served / sha256).mkdir(parents=True)
-    (served / sha256 / "ViT-B-32.pt").write_bytes(weights.read_bytes())
-    images = torch.zeros(3640, 32, 32, 3, dtype=torch.uint8).numpy()
-    images[3637] = 200                                      # the seed's image: plain light grey
-    labels = [i % 100 for i in range(3640)]
-    base = fake_cifar("cifar100", images[:2], [0, 1], images, labels, served=served).base
-    monkeypatch.setitem(openai_weights._MODELS, "ViT-B/32", f"{base}/{sha256}/ViT-B-32.pt")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-
-    code = SEED_EXAMPLE.replace("import clip\n", "import clip_from_scratch as clip\n")
-    assert code.count("clip_from_scratch") == 1
-    exec(compile(code, "seed_example", "exec"), {"__name__": "seed"})
-    printed = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert printed[0] == "Top predictions:" and len(printed) == 6
-
-    # The same five classes and probabilities from openai/clip's model on the same file and image.
-    reference = openai_reference(weights)
-    from PIL import Image
-    _, preprocess = openai_clip.load(str(weights), device="cpu", jit=False)
-    image = preprocess(Image.fromarray(images[3637])).unsqueeze(0)
-    names = list(cifar.CIFAR100_CLASSES)
-    with torch.no_grad():
-        image_features = F.normalize(reference.encode_image(image), dim=-1)
-        text_features = F.normalize(reference.encode_text(
-            torch.cat([openai_clip.tokenize(f"a photo of a {c}") for c in names])), dim=-1)
-    values, indices = (100.0 * image_features @ text_features.T).softmax(dim=-1)[0].topk(5)
-    want = [f"{names[i]:>16s}: {100 * v:.2f}%" for v, i in zip(values.tolist(), indices.tolist())]
-    assert printed[1:] == want
+    """The seed's code, with ``import clip_from_scratch as clip``, prints openai/clip's top-5 (seed_example.py)."""
+    seed_image = np.full((32, 32, 3), 200, dtype=np.uint8)          # plain light grey
+    printed, want = run_seed_example(openai_checkpoint(SMALL, fmt="torchscript"), "ViT-B/32", seed_image,
+                                     fake_cifar=fake_cifar, openai_reference=openai_reference,
+                                     monkeypatch=monkeypatch, tmp_path=tmp_path, capsys=capsys)
+    assert printed == want
