@@ -18,3 +18,15 @@ class CourseError(Exception):
 
 class ConfigError(CourseError, ValueError):
     """Impossible settings (a ``ValueError`` too, so ``except ValueError`` keeps working)."""
+
+
+class ArchitectureMismatchError(CourseError, RuntimeError):
+    """A state dict whose tensors do not fit the model it is loaded into."""
+
+
+class TrainingError(CourseError, RuntimeError):
+    """A problem with a training run the user can fix (bad folder, mismatched checkpoint, diverged run)."""
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
