@@ -288,8 +288,7 @@ def run_download(args) -> int:
 
     from .course import data_root
     from .data import cifar, coco
-    from .download import DownloadError
-    from .openai_weights import CheckpointError, available_models, checkpoint_path, download_model
+    from .openai_weights import available_models, checkpoint_path, download_model
 
     progress = not args.no_progress
     try:
@@ -336,10 +335,6 @@ def run_download(args) -> int:
             path = download_model(args.name, args.data_root, progress=progress)
             print(f"{args.name}: {'reused (sha256 checked)' if there else 'fetched'} {path} "
                   f"({_megabytes(path.stat().st_size)})")
-    except (coco.CocoUnavailable, coco.CocoCacheError, cifar.CIFARUnavailable, DownloadError,
-            CheckpointError) as err:
-        print(f"clip-from-scratch download: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\nclip-from-scratch download: interrupted; what was fetched is kept: run the same command "
               "again to resume", file=sys.stderr)
@@ -375,26 +370,20 @@ def run_retrieval(args) -> int:
 
     from .course import pick_device
     from .data import coco
-    from .download import DownloadError
-    from .openai_weights import CheckpointError
     from .retrieval import encode_coco, format_table, recall_at_k
 
     device = pick_device(args.device)
     progress = not args.no_progress
-    try:
-        # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
-        model, _, tokenize_fn = load_model_for_evaluation(args, device, truncate=True)
-        resolution = model.visual.input_resolution
-        if args.resolution is not None and args.resolution != resolution:
-            raise CourseError(f"--resolution {args.resolution}: this model takes {resolution} px images; "
-                             f"leave --resolution out (or give {resolution})")
-        data = coco.CocoCaptions(args.split, resolution=resolution, max_images=args.max_images,
-                                 root=args.data_root, download=True, progress=progress)
-        features = encode_coco(model, tokenize_fn, data, args.batch_size, device, progress)
-        recall = recall_at_k(*features, progress=progress)
-    except (coco.CocoUnavailable, coco.CocoCacheError, CheckpointError, DownloadError) as err:
-        print(f"clip-from-scratch retrieval: error: {err}", file=sys.stderr)
-        return 2
+    # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
+    model, _, tokenize_fn = load_model_for_evaluation(args, device, truncate=True)
+    resolution = model.visual.input_resolution
+    if args.resolution is not None and args.resolution != resolution:
+        raise CourseError(f"--resolution {args.resolution}: this model takes {resolution} px images; "
+                          f"leave --resolution out (or give {resolution})")
+    data = coco.CocoCaptions(args.split, resolution=resolution, max_images=args.max_images,
+                             root=args.data_root, download=True, progress=progress)
+    features = encode_coco(model, tokenize_fn, data, args.batch_size, device, progress)
+    recall = recall_at_k(*features, progress=progress)
     source = args.weights or args.checkpoint
     num_captions = len(features[1])
     print(f"retrieval on COCO {args.split} ({len(data)} images, {num_captions} captions, {resolution} px) "
@@ -426,17 +415,6 @@ COMMANDS = {"pretrain": run_pretrain, "zeroshot": run_zeroshot, "download": run_
             "retrieval": run_retrieval}
 
 
-def user_errors() -> tuple[type, ...]:
-    """The error types that are the user's to fix (each says what to do); everything else is a bug."""
-    from .data.cifar import CIFARUnavailable
-    from .data.coco import CocoCacheError, CocoUnavailable
-    from .download import DownloadError
-    from .model import ArchitectureMismatchError
-    from .openai_weights import CheckpointError
-    return (CourseError, CIFARUnavailable, CocoUnavailable, CocoCacheError, DownloadError, CheckpointError,
-            ArchitectureMismatchError)
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -445,7 +423,7 @@ def main(argv=None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args)
-    except user_errors() as err:
+    except CourseError as err:
         # Problems the user can fix: say what and how, without a traceback.
         print(f"clip-from-scratch {args.command}: error: {err}", file=sys.stderr)
         return 2

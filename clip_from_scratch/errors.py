@@ -9,6 +9,13 @@ traceback so it can be reported::
     ... except CourseError as err:
     ...     print(f"error: {err}")
     error: steps must be at least 1 (got 0)
+
+Every error a user can fix derives from :class:`CourseError`, wherever it is
+raised (``data.coco.CocoUnavailable``, ``download.DownloadError``,
+``openai_weights.CheckpointError``, ``runs.NotATrainingCheckpoint``, ...), and
+keeps the built-in base it had (``RuntimeError``, ``ValueError``, ...) as a
+second base, so code that caught that still does. The command line catches
+this one type. The few that several layers raise live here.
 """
 
 

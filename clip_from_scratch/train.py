@@ -123,13 +123,13 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                     state.add_eval(evaluation.metric, evaluation.score(state.model, tokenize))
                     log.write(f"step {step}: {evaluation.metric} {state.evals[evaluation.metric][-1]:.1f}%")
                 if save_now:
-                    save_now_on_rank0(state, out_dir, clock, rank)
+                    save_checkpoint_on_rank0(state, out_dir, clock, rank)
                 if stop_now:
                     break
     log.close()
 
     if state.step < config.steps:   # stopped early: save what we have, tell the user how to go on
-        save_now_on_rank0(state, out_dir, clock, rank)
+        save_checkpoint_on_rank0(state, out_dir, clock, rank)
         if rank == 0:
             print(f"stopped at step {state.step} of {config.steps}; checkpoint saved in {out_dir}. "
                   f"Continue with: clip-from-scratch pretrain --out {out_dir} --resume", flush=True)
@@ -139,14 +139,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     elapsed = clock.session()
     final = evaluation.final(state.model, tokenize)
     state.add_eval(evaluation.metric, final[evaluation.metric])
-    save_now_on_rank0(state, out_dir, clock, rank)
-    metrics = dict(**final, data=config.data, step=state.step, final_loss=state.history["loss"][-1],
-                   logit_scale=state.history["logit_scale"][-1], train_seconds=round(clock.before + elapsed, 1),
-                   images_per_second=round((state.step - start_step) * config.batch_size / max(elapsed, 1e-9), 1),
-                   device=str(device), world_size=world_size, amp=amp_name(amp_dtype),
-                   vocab_size=tokenizer.vocab_size, parameters=sum(p.numel() for p in state.model.parameters()),
-                   training_images=len(pairs), evals=state.evals, config=config.to_dict(),
-                   model_config=state.model.config.to_dict())
+    save_checkpoint_on_rank0(state, out_dir, clock, rank)
+    metrics = run_metrics(state, final, device, world_size, amp_dtype, len(pairs), seconds=clock.before + elapsed,
+                          images_per_second=(state.step - start_step) * config.batch_size / max(elapsed, 1e-9))
     if rank == 0:
         write_results(out_dir, metrics, state.history, state.evals)
     cleanup_distributed(world_size)
@@ -296,16 +291,24 @@ class Stopwatch:
         return time.perf_counter() - self.started
 
 
-def save_now_on_rank0(state: TrainState, out_dir: Path, clock: Stopwatch, rank: int) -> None:
+def save_checkpoint_on_rank0(state: TrainState, out_dir: Path, clock: Stopwatch, rank: int) -> None:
     """The checkpoint, with the training time so far; one process writes it."""
     state.train_seconds = clock.before + clock.session()
     if rank == 0:
         save_state(state, out_dir)
 
 
-def amp_name(amp_dtype: torch.dtype | None) -> str:
-    """``"bfloat16"``, ``"float16"`` or ``"off"``, as metrics.json reports it."""
-    return str(amp_dtype).replace("torch.", "") if amp_dtype else "off"
+def run_metrics(state: TrainState, final: dict, device: torch.device, world_size: int,
+                amp_dtype: torch.dtype | None, training_images: int, seconds: float, images_per_second: float) -> dict:
+    """What metrics.json holds: the final scores, then how the run went and what it was."""
+    config, model = state.config, state.model
+    return dict(**final, data=config.data, step=state.step, final_loss=state.history["loss"][-1],
+                logit_scale=state.history["logit_scale"][-1], train_seconds=round(seconds, 1),
+                images_per_second=round(images_per_second, 1), device=str(device), world_size=world_size,
+                amp=str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+                vocab_size=state.tokenizer.vocab_size, parameters=sum(p.numel() for p in model.parameters()),
+                training_images=training_images, evals=state.evals, config=config.to_dict(),
+                model_config=model.config.to_dict())
 
 
 # ----------------------------------------------------------------------------- pieces of a step
