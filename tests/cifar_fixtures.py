@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import CIFAR100
 
-from clip_from_scratch.data.cifar import CLASSES, dataset_class
+from clip_from_scratch.data.cifar import CIFAR_CLASSNAMES, dataset_class
 
 
 def write_cifar_archive(path: str | os.PathLike, name: str, train_images: np.ndarray,
@@ -35,7 +35,7 @@ def write_cifar_archive(path: str | os.PathLike, name: str, train_images: np.nda
     """
     cls = dataset_class(name)
     is_100 = cls is CIFAR100
-    classes = list(classes if classes is not None else CLASSES["cifar100" if is_100 else "cifar10"])
+    classes = list(classes if classes is not None else CIFAR_CLASSNAMES["cifar100" if is_100 else "cifar10"])
 
     def batch(images, labels, label):
         images = np.asarray(images, dtype=np.uint8)

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clip_from_scratch"
 
 # Lowest first. Modules in one layer may not import each other.
 LAYERS = [
-    ["errors", "course", "files", "data.pairs"],              # no package imports at all
+    ["errors", "files", "data.pairs", "data.root"],           # no package imports at all
+    ["course"],                                               # the notebooks' helpers: fast mode, the device
     ["download", "torchscript_archive", "transforms"],        # files and pixels
     ["clip_vocab"],                                           # where CLIP's vocabulary file comes from
     ["tokenizer"],
