@@ -66,8 +66,9 @@ def add_setting_argument(parser, field) -> None:
         return
     kind = about.get("type") or type(field.default)
     shown = "" if field.default is None or field.name in ("out_dir", "data") else f" (shapes default: {field.default})"
+    metavar = {int: "N", float: "X"}.get(kind, "DIR" if field.name in ("out_dir", "data_root") else "NAME")
     parser.add_argument(flag, dest=field.name, default=None, type=kind, choices=about.get("choices"),
-                        metavar="DIR" if field.name == "out_dir" else None, help=about["help"] + shown)
+                        metavar=None if about.get("choices") else metavar, help=about["help"] + shown)
 
 
 def dataclass_fields(cls):

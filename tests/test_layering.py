@@ -1,9 +1,10 @@
 """The package's layers run one way: a module imports only modules of lower layers.
 
 tokenizer -> layers -> encoders -> model -> loss -> data -> zero-shot/retrieval
--> training -> command line. Every import counts, also the ones inside
-functions (a lazy import still ties two modules together). A new module must
-be placed in LAYERS, which is the map a reader can follow.
+-> training (settings and run folder -> processes and data -> the loop) ->
+command line. Every import counts, also the ones inside functions (a lazy
+import still ties two modules together). A new module must be placed in
+LAYERS, which is the map a reader can follow.
 """
 import ast
 from pathlib import Path
