@@ -18,7 +18,7 @@ digests; this module adds what a course needs around it::
 :class:`RandomImages` is NOT CIFAR: random pixels under CIFAR's class
 names, a stand-in so offline notebooks can run the same code. Accuracy on it
 is chance. (The tests' tiny archives in CIFAR's real format are written by
-``tests/cifar_fixtures.py``.)
+``tests/fixtures/cifar_fixtures.py``.)
 """
 from __future__ import annotations
 
