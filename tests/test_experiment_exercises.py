@@ -10,7 +10,7 @@ import shutil
 import pytest
 from exercise_contract import assert_mistake_gets_hint
 
-from clip_from_scratch.exercises import ch03b, ch04, ch05, ch06, experiments
+from clip_from_scratch.exercises import ch02, ch03b, ch04, ch05, ch06, experiments
 from clip_from_scratch.train import TrainConfig, train
 
 TINY = dict(num_images=256, steps=4, batch_size=16, warmup_steps=1, zeroshot_images=30, bpe_merges=20,
@@ -45,7 +45,8 @@ def test_zeroshot_is_recomputed_exactly_from_the_checkpoint(runs):
     (ch05.check_shortcut, dict(shape_only=0.0, colour_only=0.0)),
     (ch05.check_beta2, dict(beta2=0.999)),
     (ch06.check_heldout, dict(heldout="captions")),
-], ids=["shortcut", "beta2", "heldout"])
+    (ch02.check_context_length, dict(context_length=6)),
+], ids=["shortcut", "beta2", "heldout", "context"])
 def test_two_run_experiment_read_right_passes(check, other, runs, capsys):
     name = "_".join(f"{k}{v}" for k, v in other.items())
     assert check(reading(runs("base"), runs(name, **other))) is True
@@ -128,7 +129,7 @@ def test_best_fixed_scale(runs, capsys):
     assert_mistake_gets_hint(ch04.check_best_scale, {folder: 3 * best}, "best fixed scale", capsys)
 
 
-@pytest.mark.parametrize("check", [ch03b.check_resnet_vs_vit, ch04.check_batch_size, ch04.check_best_scale,
+@pytest.mark.parametrize("check", [ch02.check_context_length, ch03b.check_resnet_vs_vit, ch04.check_batch_size, ch04.check_best_scale,
                                    ch05.check_beta2, ch05.check_shortcut, ch06.check_heldout])
 @pytest.mark.parametrize("answer", [None, {}, {"runs/a": 1.0}, {"runs/a": "high", "runs/b": 2}, [1, 2], 35.0],
                          ids=["none", "empty", "one", "not-a-number", "list", "float"])

@@ -25,7 +25,6 @@ def patchify(images, p):
 
 
 SOLUTIONS = {
-    ch02.check_causal_mask: causal_mask,
     ch02.check_attention: attention,
     ch03.check_patchify: patchify,
     ch03.check_add_class_token: lambda x, cls: torch.cat([cls.expand(x.shape[0], 1, -1), x], dim=1),
@@ -37,8 +36,6 @@ test_worked_solution_passes, test_placeholder_and_none_say_todo, \
 
 
 @pytest.mark.parametrize("check, mistake, hint", [
-    (ch02.check_causal_mask, lambda n: causal_mask(n).T, "transpose"),
-    (ch02.check_causal_mask, lambda n: torch.ones(n, n).triu(1).bool(), "additive"),
     (ch02.check_attention, lambda q, k, v, causal: (q @ k.transpose(-2, -1)).softmax(-1) @ v, "sqrt"),
     (ch03.check_patchify, lambda images, p: patchify(images, p).flip(-1), "another order"),
     (ch03.check_add_class_token, lambda x, cls: torch.cat([x, cls.expand(x.shape[0], 1, -1)], 1), "FIRST"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -112,7 +113,8 @@ def zeroshot_top1(run: Run) -> float:
     from ..train_data import ShapesEvaluation
     model, tokenizer = load_checkpoint(Path(run.folder) / "checkpoint.pt", "cpu")
     settings = {**run.settings, "device": "cpu"}
-    tokenize = lambda texts: tokenizer(texts, context_length=model.config.context_length)
+    # As the run itself scored it: its own BPE, its context, captions too long for it cut (end-of-text kept).
+    tokenize = partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=True)
     return ShapesEvaluation(TrainConfig(**settings)).score(model, tokenize)
 
 
