@@ -129,8 +129,8 @@ def test_best_fixed_scale(runs, capsys):
     assert_mistake_gets_hint(ch04.check_best_scale, {folder: 3 * best}, "best fixed scale", capsys)
 
 
-@pytest.mark.parametrize("check", [ch02.check_context_length, ch03b.check_resnet_vs_vit, ch04.check_batch_size, ch04.check_best_scale,
-                                   ch05.check_beta2, ch05.check_shortcut, ch06.check_heldout])
+@pytest.mark.parametrize("check", [ch02.check_context_length, ch03b.check_resnet_vs_vit, ch04.check_batch_size,
+                                   ch04.check_best_scale, ch05.check_beta2, ch05.check_shortcut, ch06.check_heldout])
 @pytest.mark.parametrize("answer", [None, {}, {"runs/a": 1.0}, {"runs/a": "high", "runs/b": 2}, [1, 2], 35.0],
                          ids=["none", "empty", "one", "not-a-number", "list", "float"])
 def test_odd_reports_get_a_message(check, answer, capsys):
