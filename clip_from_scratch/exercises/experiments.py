@@ -96,9 +96,12 @@ def assign(runs: list[Run], roles: dict[str, dict]) -> tuple[dict[str, Run] | No
 def different_settings(runs: list[Run], varied: set[str]) -> bool | None:
     """None when the runs agree on every setting that defines a run except ``varied``; else a verdict."""
     from ..train_config import TrainConfig
+    # The settings a resumed run must keep are the ones that make two runs different runs.
+    # (TrainConfig.run_defining() in the generated-settings engine, RUN_DEFINING before it.)
+    defining = TrainConfig.run_defining() if hasattr(TrainConfig, "run_defining") else TrainConfig.RUN_DEFINING
     first = runs[0]
     for run in runs[1:]:
-        for key in TrainConfig.RUN_DEFINING:
+        for key in defining:
             if key not in varied and not _same(run.settings.get(key), first.settings.get(key)):
                 return report(False, "", f"the runs should differ only in {', '.join(sorted(varied))}, but "
                                          f"{key} is {first.settings.get(key)} in {first.folder} and "
