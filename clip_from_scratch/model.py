@@ -20,6 +20,7 @@ Every hyper-parameter can be read back off the tensor shapes:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Mapping, Optional, Union
@@ -314,3 +315,25 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     message += ("\n  Build the model from the file instead: CLIP(CLIPConfig.from_state_dict(state_dict)), "
                 "or use clip_from_scratch.load(path), which does that for you.")
     raise ArchitectureMismatchError(message)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module):
+    """Eval mode inside the block; afterwards the mode the model had, even when the block raises.
+
+    Evaluations run in the middle of training use it, so the run goes on in
+    training mode whatever happens inside.
+
+    >>> model = nn.Dropout().train()
+    >>> with evaluation_mode(model):
+    ...     model.training
+    False
+    >>> model.training
+    True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

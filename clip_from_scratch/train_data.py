@@ -20,6 +20,7 @@ import torch
 
 from .data.pairs import ImageCaptionPairs
 from .errors import TrainingError
+from .model import evaluation_mode
 from .train_config import TrainConfig, available_memory_bytes
 from .zeroshot import TEMPLATE_SETS, zero_shot_accuracy
 
@@ -98,10 +99,8 @@ class CocoEvaluation:
     def retrieval(self, model, tokenize) -> dict:
         """recall@1/5/10 (%) both ways, keyed ``"1"``, ``"5"``, ``"10"`` as metrics.json stores them."""
         from .retrieval import encode_coco, recall_at_k
-        was_training = model.training
-        model.eval()
-        features = encode_coco(model, tokenize, self.val, progress=False)
-        model.train(was_training)
+        with evaluation_mode(model):
+            features = encode_coco(model, tokenize, self.val, progress=False)
         recall = recall_at_k(*features, ks=(1, 5, 10))
         return {direction: {str(k): round(v, 2) for k, v in values.items()} for direction, values in recall.items()}
 
@@ -136,19 +135,17 @@ def cifar_zero_shot(model, tokenize, name: str, root=None) -> dict | None:
                                    transform=eval_transform(model.config.image_resolution))
     except cifar.CIFARUnavailable:
         return None
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     names = cifar.classnames(test)
-    features, labels = encode_images(model, test, device=device, progress=False)
     accuracy = {}
-    for kind, templates in TEMPLATE_SETS.items():
-        classifier = zero_shot_classifier(model, names, templates, tokenizer=tokenize, device=device,
-                                          progress=False)
-        result = zero_shot_metrics(zero_shot_logits(features, classifier.float().cpu()), labels, names, (1, 5),
-                                   templates)
-        accuracy[kind] = round(100 * result.top1, 2)
-    model.train(was_training)
+    with evaluation_mode(model):
+        features, labels = encode_images(model, test, device=device, progress=False)
+        for kind, templates in TEMPLATE_SETS.items():
+            classifier = zero_shot_classifier(model, names, templates, tokenizer=tokenize, device=device,
+                                              progress=False)
+            result = zero_shot_metrics(zero_shot_logits(features, classifier.float().cpu()), labels, names,
+                                       (1, 5), templates)
+            accuracy[kind] = round(100 * result.top1, 2)
     return accuracy
 
 

@@ -112,15 +112,14 @@ def zero_shot_accuracy(model, tokenizer: Callable, images: torch.Tensor, labels:
     its own BPE at its own context length). The model is left in the mode it
     was in.
     """
+    from .model import evaluation_mode
     from .transforms import normalize
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    classifier = zero_shot_classifier(model, classnames, templates, tokenizer=tokenizer, device=device,
-                                      progress=False)
-    features = torch.cat([model.encode_image(normalize(chunk.to(device))) for chunk in images.split(batch_size)])
+    with evaluation_mode(model):
+        classifier = zero_shot_classifier(model, classnames, templates, tokenizer=tokenizer, device=device,
+                                          progress=False)
+        features = torch.cat([model.encode_image(normalize(chunk.to(device))) for chunk in images.split(batch_size)])
     correct = topk_correct(zero_shot_logits(features, classifier), labels.to(device), ks=(1,))[1]
-    model.train(was_training)
     return 100 * correct.float().mean().item()
 
 

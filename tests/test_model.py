@@ -218,3 +218,16 @@ def test_one_training_step_lowers_the_loss(random_captions):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_evaluation_mode_restores_the_mode_even_when_the_block_raises():
+    from clip_from_scratch.model import evaluation_mode
+    model = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.BatchNorm1d(2)).train()
+    with pytest.raises(ZeroDivisionError):
+        with evaluation_mode(model):
+            assert not model.training and not model[1].training
+            1 / 0
+    assert model.training and model[1].training
+    with evaluation_mode(model.eval()):
+        pass
+    assert not model.training, "a model that was in eval mode stays there"

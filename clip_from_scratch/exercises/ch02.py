@@ -1,6 +1,9 @@
 """Checks for chapter 02 (the text encoder). Each takes the learner's function, never raises.
 
-    >>> check_causal_mask(None)
+Exercise 1 is an experiment: the learner trains two runs and reports their
+scores, and the check reads the runs back (:mod:`clip_from_scratch.exercises.experiments`).
+
+    >>> check_context_length(None)
     [TODO] Not attempted yet: fill in the cell above and run this one again.
     False
 """
@@ -9,61 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import not_attempted, report
-
-
-def _run(fn, *args):
-    """(result, None), or (None, "[TODO]") for a placeholder, or (None, error message)."""
-    try:
-        result = fn(*args)
-    except Exception as err:  # noqa: BLE001 - any mistake in learner code is reported, not raised
-        return None, f"your function raised {type(err).__name__}: {err}"
-    if result is None:
-        not_attempted(None)
-        return None, "[TODO]"
-    return result, None
-
-
-def _attempt(fn, *args):
-    """Shared start of every check: (result, verdict or None when the result should be judged)."""
-    if not_attempted(fn):
-        return None, False
-    result, error = _run(fn, *args)
-    if error == "[TODO]":
-        return None, False
-    if error:
-        return None, report(False, "", error)
-    return result, None
-
-
-def _attempt_whole_number(fn, *args, what: str = "one whole number"):
-    """Like :func:`_attempt`, and the result read as one whole number: ``(int, None)`` or ``(None, verdict)``."""
-    result, verdict = _attempt(fn, *args)
-    if verdict is not None:
-        return None, verdict
-    try:
-        return int(result), None
-    except Exception:  # noqa: BLE001 - a list, a string, a tensor of many values, NaN
-        return None, report(False, "", f"return {what}, got {result!r}."[:300])
-
-
-def check_causal_mask(causal_mask) -> bool:
-    """``causal_mask(n)`` -> ``[n, n]`` float mask to *add* to the scores: 0 where allowed, -inf above the diagonal."""
-    mask, verdict = _attempt(causal_mask, 4)
-    if verdict is not None:
-        return verdict
-    want = torch.full((4, 4), float("-inf")).triu(1)
-    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (4, 4):
-        return report(False, "", f"expected a [4, 4] tensor, got {getattr(mask, 'shape', type(mask).__name__)}")
-    if mask.dtype == torch.bool:
-        return report(False, "", "a boolean mask is fine for SDPA, but here we want the additive form: "
-                                 "0.0 where token i may look at token j, float('-inf') where it may not.")
-    if torch.equal(mask, want.T):
-        return report(False, "", "that is the transpose: row i is the query, so -inf must sit ABOVE "
-                                 "the diagonal (j > i, the future), try .triu(1).")
-    if not torch.equal(mask, want):
-        return report(False, "", f"expected\n{want}\ngot\n{mask}")
-    return report(True, "token i sees tokens 0..i; adding -inf makes softmax give the future weight 0.", "")
+from . import attempt, attempt_number, report
+from .experiments import Run, check_runs, zeroshot_top1
 
 
 def check_attention(attention) -> bool:
@@ -71,7 +21,7 @@ def check_attention(attention) -> bool:
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, 8, generator=generator) for _ in range(3))
     for causal in (False, True):
-        out, verdict = _attempt(attention, q, k, v, causal)
+        out, verdict = attempt(attention, q, k, v, causal)
         if verdict is not None:
             return verdict
         want = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -88,40 +38,6 @@ def check_attention(attention) -> bool:
     return report(True, "softmax(q k^T / sqrt(d)) v, with and without the causal mask, matches SDPA.", "")
 
 
-def check_eot_pool(eot_pool) -> bool:
-    """``eot_pool(hidden [batch, tokens, width], tokens [batch, tokens])`` -> ``[batch, width]`` at each end-of-text."""
-    tokens = torch.tensor([[49406, 320, 1125, 49407, 0, 0], [49406, 2368, 49407, 0, 0, 0]])
-    hidden = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
-    pooled, verdict = _attempt(eot_pool, hidden, tokens)
-    if verdict is not None:
-        return verdict
-    want = hidden[torch.arange(2), tokens.argmax(-1)]
-    if not isinstance(pooled, torch.Tensor) or pooled.shape != want.shape:
-        return report(False, "", "expected shape (2, 4): one row per caption")
-    if torch.equal(pooled, hidden[:, -1]):
-        return report(False, "", "that is the last position, which is padding here: take the row where "
-                                 "the end-of-text token (the largest id: argmax) sits.")
-    if not torch.equal(pooled, want):
-        return report(False, "", "not the end-of-text rows: find them with tokens.argmax(dim=-1).")
-    return report(True, "one row per caption, taken where its end-of-text token sits.", "")
-
-
-def check_longest_caption(longest_caption) -> bool:
-    """``longest_caption(tokens)`` -> int: how many positions the batch needs (last end-of-text index + 1)."""
-    tokens = torch.zeros(3, 77, dtype=torch.long)
-    for row, eot in enumerate([5, 11, 2]):
-        tokens[row, 0], tokens[row, 1:eot], tokens[row, eot] = 49406, 320, 49407
-    length, verdict = _attempt_whole_number(longest_caption, tokens,
-                                            what="one whole number (the positions to keep)")
-    if verdict is not None:
-        return verdict
-    if length == 11:
-        return report(False, "", "off by one: the end-of-text token at index 11 must be kept, so 12 positions.")
-    if length != 12:
-        return report(False, "", f"expected 12 (the longest caption ends at index 11), got {length}.")
-    return report(True, "12 of 77 positions: cutting there changes no output, and saves 84% of the work.", "")
-
-
 def check_mean_pool(mean_pool) -> bool:
     """``mean_pool(hidden [batch, tokens, width], tokens [batch, tokens])`` -> ``[batch, width]``.
 
@@ -130,7 +46,7 @@ def check_mean_pool(mean_pool) -> bool:
     """
     tokens = torch.tensor([[49406, 320, 1125, 49407, 0, 0], [49406, 2368, 49407, 0, 0, 0]])
     hidden = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(3))
-    pooled, verdict = _attempt(mean_pool, hidden.clone(), tokens.clone())
+    pooled, verdict = attempt(mean_pool, hidden.clone(), tokens.clone())
     if verdict is not None:
         return verdict
     if not isinstance(pooled, torch.Tensor) or tuple(pooled.shape) != (2, 4):
@@ -162,7 +78,7 @@ def check_text_parameters(text_parameters) -> bool:
         want = sum(p.numel() for name, p in model.named_parameters() if name.startswith(text_parts))
         args = (config.vocab_size, config.context_length, config.transformer_width, config.transformer_layers,
                 config.embed_dim)
-        got, verdict = _attempt_whole_number(text_parameters, *args)
+        got, verdict = attempt_number(text_parameters, *args, what="one whole number", whole=True)
         if verdict is not None:
             return verdict
         if got == want:
@@ -182,3 +98,21 @@ def check_text_parameters(text_parameters) -> bool:
                                  "[3w, w] + bias, out_proj [w, w] + bias), ln_2, MLP (c_fc [4w, w] + bias, c_proj "
                                  "[w, 4w] + bias); around them the two embeddings, ln_final and text_projection.")
     return report(True, f"12·w² + 13·w per block, plus the embeddings: {want:,} for ViT-L/14's text tower.", "")
+
+
+def check_context_length(top1_by_run) -> bool:
+    """Exercise 1: ``{run folder: held-out zero-shot top-1 %}`` for a shapes run with the default context of 32
+    tokens and one with ``--context-length 6``."""
+    def conclude(runs: dict[str, Run]) -> str:
+        full, short = runs["context 32"], runs["context 6"]
+        gap = full.reported - short.reported
+        what = ("the short context costs accuracy" if gap > 2 else
+                "the short context costs little here" if gap >= -2 else "the short context even scores higher here")
+        return (f"context 32: {full.reported:.1f}%, context 6: {short.reported:.1f}%: {what}. At 6 tokens (start and "
+                "end included) every caption longer than four tokens is cut, its end-of-text token kept, so the "
+                "pooled feature never sees the words after the cut: 'a photo of a red circle.' becomes 'a photo of "
+                "a', the same for every class, and only the short prompt 'a {}.' still names the class. Runs this "
+                "small differ by several points from seed to seed: try --seed 1 before concluding.")
+    return check_runs(top1_by_run, roles={"context 32": {"context_length": 32}, "context 6": {"context_length": 6}},
+                      varied={"context_length"}, measure=zeroshot_top1, what="held-out zero-shot top-1 (%)",
+                      conclude=conclude)

@@ -9,22 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import report
-from .ch02 import _attempt, _attempt_whole_number
-
-
-def check_sequence_length(sequence_length) -> bool:
-    """``sequence_length(resolution, patch_size)`` -> tokens the transformer sees (patches + class token)."""
-    cases = {(224, 32): 50, (224, 16): 197, (224, 14): 257, (336, 14): 577, (64, 16): 17}
-    for (resolution, patch), want in cases.items():
-        got, verdict = _attempt_whole_number(sequence_length, resolution, patch, what="one whole number (the tokens)")
-        if verdict is not None:
-            return verdict
-        if got == want - 1:
-            return report(False, "", "you counted the patches; add one for the class token.")
-        if got != want:
-            return report(False, "", f"for {resolution} px and {patch} px patches expected {want}, got {got}.")
-    return report(True, "(resolution // patch)^2 patches + 1 class token: 50 for ViT-B/32, 577 for ViT-L/14@336px.", "")
+from . import attempt, attempt_number, report
 
 
 def _reference_patchify(images, patch_size):
@@ -38,7 +23,7 @@ def check_patchify(patchify) -> bool:
     Patches in reading order (row by row), each flattened as channel, row, column.
     """
     images = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
-    patches, verdict = _attempt(patchify, images, 4)
+    patches, verdict = attempt(patchify, images, 4)
     if verdict is not None:
         return verdict
     want = _reference_patchify(images, 4)
@@ -54,28 +39,11 @@ def check_patchify(patchify) -> bool:
                              "(batch, 3, rows, p, cols, p) -> (batch, rows, cols, 3, p, p).")
 
 
-def check_patch_embedding(patch_embedding) -> bool:
-    """``patch_embedding(images, conv_weight)`` -> ``[batch, patches, width]`` without calling a convolution."""
-    generator = torch.Generator().manual_seed(1)
-    images = torch.randn(2, 3, 16, 16, generator=generator)
-    weight = torch.randn(10, 3, 8, 8, generator=generator)  # [width, 3, patch, patch], like visual.conv1.weight
-    tokens, verdict = _attempt(patch_embedding, images, weight)
-    if verdict is not None:
-        return verdict
-    want = F.conv2d(images, weight, stride=8).flatten(2).transpose(1, 2)
-    if not isinstance(tokens, torch.Tensor) or tokens.shape != want.shape:
-        return report(False, "", f"expected shape {tuple(want.shape)} = [batch, patches, width].")
-    if not torch.allclose(tokens, want, atol=1e-4):
-        return report(False, "", "differs from the strided convolution: flatten the weight to "
-                                 "[width, 3*p*p] and multiply each patch by its transpose.")
-    return report(True, "a strided convolution is exactly 'cut into patches, then one linear layer'.", "")
-
-
 def check_add_class_token(add_class_token) -> bool:
     """``add_class_token(x [batch, patches, width], class_embedding [width])`` -> ``[batch, patches + 1, width]``."""
     generator = torch.Generator().manual_seed(2)
     x, class_embedding = torch.randn(3, 4, 6, generator=generator), torch.randn(6, generator=generator)
-    out, verdict = _attempt(add_class_token, x, class_embedding)
+    out, verdict = attempt(add_class_token, x, class_embedding)
     if verdict is not None:
         return verdict
     want = torch.cat([class_embedding.expand(3, 1, 6), x], dim=1)
@@ -110,7 +78,7 @@ def check_interpolate_positions(interpolate_positions) -> bool:
         return torch.cat([table[:1], resized.reshape(new_grid * new_grid, width)])
 
     for new_grid in (7, 4, 2):
-        got, verdict = _attempt(interpolate_positions, table.clone(), new_grid)
+        got, verdict = attempt(interpolate_positions, table.clone(), new_grid)
         if verdict is not None:
             return verdict
         want = reference(new_grid)
@@ -145,7 +113,7 @@ def check_text_macs(text_macs) -> bool:
     """
     cases = [(77, 512, 12, 512), (12, 512, 12, 512), (77, 768, 12, 768), (5, 64, 2, 32)]
     for tokens, width, layers, embed_dim in cases:
-        got, verdict = _attempt_whole_number(text_macs, tokens, width, layers, embed_dim)
+        got, verdict = attempt_number(text_macs, tokens, width, layers, embed_dim, what="one whole number", whole=True)
         if verdict is not None:
             return verdict
         linear, attention = layers * tokens * 12 * width ** 2, layers * 2 * tokens ** 2 * width
@@ -165,5 +133,5 @@ def check_text_macs(text_macs) -> bool:
         return report(False, "", f"for tokens={tokens}, width={width}, layers={layers}, embed_dim={embed_dim}: "
                                  f"got {got:,}, expected {want:,}.")
     full, cut = (12 * 77 * 12 * 512 ** 2 + 12 * 2 * 77 ** 2 * 512), (12 * 12 * 12 * 512 ** 2 + 12 * 2 * 12 ** 2 * 512)
-    return report(True, f"ViT-B/32's text tower: {full / 1e9:.1f} GFLOPs at 77 tokens, {cut / 1e9:.2f} cut to 12: "
-                        f"chapter 02's cut saves {1 - cut / full:.0%}.", "")
+    return report(True, f"ViT-B/32's text tower: {full / 1e9:.1f} G multiply-adds at 77 tokens, {cut / 1e9:.2f} "
+                        f"cut to 12: chapter 02's cut saves {1 - cut / full:.0%}.", "")

@@ -1,6 +1,10 @@
 """Checks for chapter 04's exercises (the contrastive loss). Each prints a verdict and never raises.
 
-    >>> check_uniform_loss(None)
+Exercises 1 and 4 are experiments: the learner measures something on trained
+runs and reports it, and the check reads the runs back
+(:mod:`clip_from_scratch.exercises.experiments`).
+
+    >>> check_batch_size(None)
     [TODO] Not attempted yet: fill in the cell above and run this one again.
     False
 """
@@ -11,7 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import as_tensor, attempt, not_attempted, report
+from . import as_tensor, attempt, report
+from .experiments import Run, check_runs, zeroshot_top1
 
 
 def _features(n=6, dim=8, seed=0):
@@ -29,66 +34,6 @@ def _scalar(result):
     if value.numel() != 1:
         return None, f"the loss should be one number, got shape {tuple(value.shape)}"
     return value.reshape(()), None
-
-
-def check_logits(similarity_logits) -> bool:
-    """``similarity_logits(image_features, text_features, logit_scale) -> [N, N]``."""
-    image, text = _features()
-    result, verdict = attempt(similarity_logits, image, text, 10.0)
-    if verdict is not None:
-        return verdict
-    result, error = as_tensor(result, "logits_per_image")
-    if error:
-        return report(False, "", error)
-    expected = 10.0 * image @ text.T
-    if tuple(result.shape) != tuple(expected.shape):
-        return report(False, "", f"shape {tuple(result.shape)}, expected {tuple(expected.shape)} (images x texts)")
-    if torch.allclose(result, expected.T, atol=1e-5) and not torch.allclose(result, expected, atol=1e-5):
-        return report(False, "", "rows are texts and columns images: logits_per_image has one row per image")
-    if torch.allclose(result, image @ text.T, atol=1e-5):
-        return report(False, "", "the cosine similarities are right, but multiply them by logit_scale")
-    return report(torch.allclose(result, expected, atol=1e-5),
-                  "logit_scale * image_features @ text_features.T: entry [i, j] scores image i against text j.",
-                  "the values differ from logit_scale * image_features @ text_features.T")
-
-
-def check_clip_loss(clip_loss) -> bool:
-    """``clip_loss(image_features, text_features, logit_scale) -> scalar``, both directions."""
-    from ..loss import contrastive_loss
-    image, text = _features(seed=1)
-    result, verdict = attempt(clip_loss, image, text, 14.0)
-    if verdict is not None:
-        return verdict
-    result, error = _scalar(result)
-    if error:
-        return report(False, "", error)
-    expected = contrastive_loss(image, text, 14.0)
-    labels = torch.arange(len(image))
-    one_way = F.cross_entropy(14.0 * image @ text.T, labels)
-    if torch.isclose(result, one_way, atol=1e-5) and not torch.isclose(result, expected, atol=1e-5):
-        return report(False, "", "that is only the image->text direction: average it with the "
-                                 "text->image one (cross-entropy over logits.T)")
-    return report(bool(torch.isclose(result, expected, atol=1e-5)),
-                  "the symmetric cross-entropy, equal to the package's contrastive_loss.",
-                  f"got {result.item():.4f}, expected {expected.item():.4f}: labels are arange(N), "
-                  "and the loss is (CE(logits, labels) + CE(logits.T, labels)) / 2")
-
-
-def check_uniform_loss(answer) -> bool:
-    """The loss of a batch of 32 pairs when every similarity is the same."""
-    if not_attempted(answer):
-        return False
-    expected = math.log(32)
-    value, error = _scalar(answer)
-    if error:
-        return report(False, "", f"give one number: {error}")
-    value = value.item()
-    if abs(value - math.log2(32)) < 1e-3:
-        return report(False, "", "that is log base 2; cross-entropy uses the natural log (math.log).")
-    return report(abs(value - expected) < 1e-3,
-                  f"ln(32) = {expected:.4f}: each row is a uniform guess among 32 captions.",
-                  f"{value:.4f} is not it. If all 32 logits in a row are equal, softmax gives each 1/32; "
-                  "what is -log of that?")
 
 
 def check_sigmoid_loss(siglip_loss) -> bool:
@@ -166,3 +111,74 @@ def check_local_loss(local_loss) -> bool:
                   "global batch, which is why DDP's gradient average gives the single-process gradient "
                   "(with gather_with_grad=True).",
                   "each rank's loss matches, but their mean is not the global loss: check the labels.")
+
+
+# ----------------------------------------------------------------------------- exercise 1: a fixed temperature
+#: The fixed scales to try (1 .. 100, 41 of them, evenly spaced in log).
+SCALES = torch.logspace(0, 2, 41)
+
+
+def validation_pairs(run: Run):
+    """The exercise's 64 validation pairs for a shapes run: uint8 images ``[64, 3, R, R]`` and their captions."""
+    from ..data import shapes
+    return shapes.ShapesDataset(64, run.settings["image_resolution"], split="val", seed=1,
+                                spread=run.settings["spread"]).tensors()
+
+
+@torch.no_grad()
+def best_fixed_scale(run: Run) -> float:
+    """The scale in :data:`SCALES` with the lowest contrastive loss on :func:`validation_pairs`, for the run's model."""
+    from ..loss import contrastive_loss
+    from ..train import load_checkpoint
+    from ..transforms import normalize
+    model, tokenizer = load_checkpoint(f"{run.folder}/checkpoint.pt", "cpu")
+    images, captions = validation_pairs(run)
+    image_features = F.normalize(model.encode_image(normalize(images)), dim=-1)                   # [64, embed_dim]
+    tokens = tokenizer(captions, context_length=model.config.context_length, truncate=True)
+    text_features = F.normalize(model.encode_text(tokens), dim=-1)                                # [64, embed_dim]
+    losses = torch.stack([contrastive_loss(image_features, text_features, scale) for scale in SCALES.tolist()])
+    return SCALES[losses.argmin()].item()
+
+
+def check_best_scale(best_scale_by_run) -> bool:
+    """Exercise 1: ``{run folder: the fixed scale with the lowest loss on the 64 validation pairs}``."""
+    def conclude(runs: dict[str, Run]) -> str:
+        run = runs["trained"]
+        learnt = run.metrics.get("logit_scale", float("nan"))
+        ratio = learnt / run.reported
+        how = ("close to the best fixed one: training found the temperature a sweep would find, without the sweep"
+               if 0.67 <= ratio <= 1.5 else
+               "below the best fixed one: the scale starts at 14.3 and grows only as fast as the learning rate "
+               "lets it, so a short run ends before it catches up" if ratio < 0.67 else
+               "above the best fixed one on held-out pairs: training batches are easier than new ones")
+        return (f"best fixed scale {run.reported:.1f} (temperature {1 / run.reported:.3f}); the run learnt "
+                f"{learnt:.1f}, {how}. A fixed temperature would need this sweep for every model and data set.")
+    # One grid step of SCALES is a factor 10 ** (2 / 40) = 1.12: allow that much either way.
+    return check_runs(best_scale_by_run, roles={"trained": {}}, varied=set(), measure=best_fixed_scale,
+                      what="best fixed scale", conclude=conclude, tolerance=lambda want: 0.13 * want)
+
+
+# ----------------------------------------------------------------------------- exercise 4: batch size
+def check_batch_size(top1_by_run) -> bool:
+    """Exercise 4: ``{run folder: held-out zero-shot top-1 %}`` for batches of 16, 64 and 256 pairs, each run
+    seeing the same number of images (steps x batch size)."""
+    def same_images(runs: list[Run]) -> str | None:
+        seen = {run.folder: run.settings["steps"] * run.settings["batch_size"] for run in runs}
+        if len(set(seen.values())) > 1:
+            return (f"the runs should see the same number of images (steps x batch size), got {seen}: "
+                    "with 4x the batch, take a quarter of the steps")
+        return None
+
+    def conclude(runs: dict[str, Run]) -> str:
+        parts = []
+        for batch in (16, 64, 256):
+            run = runs[f"batch {batch}"]
+            loss = run.metrics.get("final_loss", float("nan"))
+            parts.append(f"batch {batch}: {run.reported:.1f}% (final loss {loss:.2f}, ln {batch} = "
+                         f"{math.log(batch):.2f})")
+        return ("; ".join(parts) + ". The losses cannot be compared across batch sizes: each is measured "
+                "against N - 1 negatives. Zero-shot can: too small a batch gives the model easy negatives and "
+                "little to learn from them; too large a batch, at the same images seen, leaves too few steps.")
+    return check_runs(top1_by_run, roles={f"batch {b}": {"batch_size": b} for b in (16, 64, 256)},
+                      varied={"batch_size", "steps", "warmup_steps"}, measure=zeroshot_top1,
+                      what="held-out zero-shot top-1 (%)", conclude=conclude, agree=same_images)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import as_tensor, attempt, report
+from . import as_tensor, attempt, report, whole_number
 
 
 def _meta_state_dict(preset: str) -> dict:
@@ -32,13 +32,6 @@ def _meta_state_dict(preset: str) -> dict:
 PRESETS = ("ViT-B/32", "ViT-B/16", "ViT-L/14")
 
 
-def _as_int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError, RuntimeError):
-        return value
-
-
 def _check_config(function, keys, hints, what) -> bool:
     from ..model import CLIPConfig
     for preset in PRESETS:
@@ -48,7 +41,8 @@ def _check_config(function, keys, hints, what) -> bool:
             return verdict
         if not isinstance(got, dict):
             return report(False, "", f"return a dict with the keys {', '.join(keys)}; got {type(got).__name__}.")
-        got = {k: _as_int(got[k]) if k in got else None for k in keys}
+        as_int = lambda value: value if whole_number(value) is None else whole_number(value)  # keep what is not one
+        got = {k: as_int(got[k]) if k in got else None for k in keys}
         if got != want:
             wrong = [f"{k}: yours {got[k]}, expected {want[k]}" for k in keys if got[k] != want[k]]
             return report(False, "", f"for {preset}: " + "; ".join(wrong) + ". " + hints(got, want, preset))

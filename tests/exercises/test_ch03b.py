@@ -36,7 +36,6 @@ def bottleneck_parameters(in_channels, planes, stride):
 
 
 SOLUTIONS = {
-    ch03b.check_pool_tokens: lambda resolution: (resolution // 32) ** 2 + 1,
     ch03b.check_avg_pool_2x2: avg_pool_2x2,
     ch03b.check_attention_pool: attention_pool,
     ch03b.check_bottleneck_parameters: bottleneck_parameters,
@@ -48,8 +47,6 @@ test_worked_solution_passes, test_placeholder_and_none_say_todo, \
 
 
 @pytest.mark.parametrize("check, mistake, hint", [
-    (ch03b.check_pool_tokens, lambda resolution: (resolution // 32) ** 2, "mean token"),
-    (ch03b.check_pool_tokens, lambda resolution: (resolution // 16) ** 2 + 1, "total stride is 32"),
     (ch03b.check_avg_pool_2x2, lambda x: x[..., ::2, ::2], "aliases"),
     (ch03b.check_avg_pool_2x2, lambda x: torch.nn.functional.max_pool2d(x, 2), "max pool"),
     (ch03b.check_attention_pool, lambda g, p, h: attention_pool(g, p, h, scale=False), "sqrt(head_width)"),

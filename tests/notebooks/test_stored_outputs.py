@@ -15,6 +15,9 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 MACHINE_PATHS = re.compile(r"/root/|/home/\w|/work/|/tmp/|/Users/|[A-Z]:\\\\|site-packages")
 MAX_BYTES = 3 * 2**20   # figures at a sensible dpi keep a chapter well under this
+WARNING = re.compile(r"\b[A-Z]\w*Warning\b")                      # FutureWarning, UserWarning, ...
+MEMORY_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]+|\b0x[0-9a-fA-F]{8,}\b")   # <... object at 0x7f0c...>
+BARE_VALUES = {"True", "False", "None"}
 
 
 def outputs(notebook):
@@ -71,3 +74,33 @@ def test_each_chapter_stores_its_figures(notebook):
 def test_notebooks_stay_small(notebook):
     path, _ = notebook
     assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size / 2**20:.1f} MB"
+
+
+def test_no_warning_reaches_a_reader(notebook):
+    """A warning on stderr (a library's FutureWarning, ...) is noise in a lesson: silence it where it is raised."""
+    path, nb = notebook
+    warned = [(index, WARNING.search(text_of(output)).group(0)) for index, output in outputs(nb)
+              if output.get("name") == "stderr" and WARNING.search(text_of(output))]
+    assert not warned, f"{path.name}: warnings stored on stderr in cells {warned}"
+
+
+def test_no_cell_ends_in_a_stray_value(notebook):
+    """A cell whose last line returns something shows it: a bare True/False from a check, or an object's repr
+    (``<torch._C.Generator at 0x...>``). End such a line with ``;`` or assign the value (``_ = ...``)."""
+    path, nb = notebook
+    stray = []
+    for index, output in outputs(nb):
+        data = output.get("data", {})
+        if output.get("output_type") != "execute_result" or "image/png" in data or "text/html" in data:
+            continue
+        plain = "".join(data.get("text/plain", "")).strip()
+        if plain in BARE_VALUES or (plain.startswith("<") and plain.endswith(">")):
+            stray.append((index, plain[:60]))
+    assert not stray, f"{path.name}: cells end in a stray value {stray}"
+
+
+def test_no_output_shows_a_memory_address(notebook):
+    path, nb = notebook
+    found = [(index, MEMORY_ADDRESS.search(text_of(output)).group(0)) for index, output in outputs(nb)
+             if MEMORY_ADDRESS.search(text_of(output))]
+    assert not found, f"{path.name}: memory addresses in outputs {found[:5]} (an object's repr: print what it holds)"
