@@ -20,9 +20,10 @@ LAYERS = [
     ["layers"],
     ["text_encoder", "vision_encoder", "resnet_encoder"],
     ["model"],
+    ["convert"],                                              # other layouts and safetensors, in and out
     ["openai_weights", "loss"],
     ["data.shapes", "data.cifar", "data.coco"],
-    ["zeroshot", "retrieval", "plotting"],
+    ["zeroshot", "retrieval", "plotting", "export"],
     ["train_config", "training_run"],
     ["train_data"],
     ["train"],
