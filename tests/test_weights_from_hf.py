@@ -167,3 +167,21 @@ def test_a_hub_id_missing_from_the_offline_cache_is_one_line(tmp_path, monkeypat
     monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointError, match="could not fetch 'nobody/no-such-clip'"):
         load("nobody/no-such-clip", device="cpu", download_root=str(tmp_path))
+
+
+def test_a_malicious_pytorch_model_bin_is_refused_and_never_run(saved, tmp_path):
+    _, folder = saved
+    marker = tmp_path / "marker"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "config.json").write_bytes((folder / "config.json").read_bytes())
+    torch.save({"text_model.embeddings.token_embedding.weight": torch.zeros(2), "x": RunsCode()},
+               tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="could not read"):
+        load(str(tmp_path), device="cpu")
+    assert not marker.exists()
+    torch.load(tmp_path / "pytorch_model.bin", weights_only=False)   # the file really runs code when unpickled
+    assert marker.exists()
