@@ -38,6 +38,7 @@ five ResNets (RN50 ... RN50x64) and the four Vision Transformers.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Callable, Union
@@ -133,6 +134,13 @@ def read_state_dict(path: str | os.PathLike, trusted: bool = False) -> tuple[dic
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):   # garbage bytes fail as unpickling too
+            raise CheckpointError(f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {err}. The file "
+                                  f"is probably truncated or corrupt: delete it and fetch it again.") from err
+        raise CheckpointError(f"could not read {path}: its pickle asks for Python objects beyond tensors (it could "
+                              f"run code when opened), so it was refused unopened. Only load files from sources "
+                              f"you trust; a .safetensors copy cannot hold code.") from None
     except Exception as err:  # torch raises a zoo of types for damaged files
         raise CheckpointError(
             f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {type(err).__name__}: "
