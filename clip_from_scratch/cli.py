@@ -292,7 +292,8 @@ def add_download_parser(subparsers) -> None:
                                    help="prefetch COCO captions, CIFAR and OpenAI weights for offline use")
     parser.add_argument("target", choices=["coco", "cifar100", "cifar10", "weights"],
                         help="coco: caption annotations + images + the resized uint8 cache; cifar100/cifar10: "
-                             "the torchvision archives; weights: one released OpenAI model")
+                             "the torchvision archives; weights: one released OpenAI model (into the data "
+                             "folder's weights/)")
     parser.add_argument("name", nargs="?", default=None,
                         help="for weights: the model name, e.g. ViT-B/32")
     parser.add_argument("--split", default=None, choices=["train2017", "val2017"],
@@ -307,8 +308,8 @@ def add_download_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=16,
                         help="coco: parallel connections to the image server (default: %(default)s)")
     parser.add_argument("--data-root", default=None,
-                        help="data folder (default: $CLIP_DATA or data/); for weights, where the .pt file "
-                             "goes (default: ~/.cache/clip, where clip_from_scratch.load looks)")
+                        help="data folder (default: $CLIP_DATA or data/); weights go into its weights/ folder, "
+                             "where clip_from_scratch.load looks first (then in openai/clip's ~/.cache/clip)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
 
@@ -369,9 +370,10 @@ def run_download(args) -> int:
                 print(f"clip-from-scratch download: error: give a model name after 'weights', one of "
                       f"{available_models()}", file=sys.stderr)
                 return 2
-            path = checkpoint_path(args.name, args.data_root)
+            folder = Path(args.data_root) / "weights" if args.data_root else None   # None: load()'s own order
+            path = checkpoint_path(args.name, folder)
             there = path.exists()
-            path = download_model(args.name, args.data_root, progress=progress)
+            path = download_model(args.name, folder, progress=progress)
             print(f"{args.name}: {'reused (sha256 checked)' if there else 'fetched'} {path} "
                   f"({_megabytes(path.stat().st_size)})")
     except (coco.CocoUnavailable, coco.CocoCacheError, cifar.CIFARUnavailable, DownloadError,
