@@ -210,7 +210,8 @@ def add_model_arguments(parser, batch_size: int) -> None:
     """The options every evaluation command shares: which model, on which device, how many at a time."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
-    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
+    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32), a .pt or .safetensors file, a Hugging "
+                                          "Face CLIP folder or hub id (e.g. openai/clip-vit-base-patch32)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--batch-size", type=int, default=batch_size)
 
@@ -225,11 +226,13 @@ def load_model_for_evaluation(args, device, truncate: bool = False):
     from functools import partial
 
     if args.weights:
+        from .convert import looks_like_hub_id
         from .openai_weights import available_models, load
         from .tokenizer import tokenize
-        if not os.path.isfile(args.weights) and args.weights not in available_models():
-            raise CourseError(f"--weights {args.weights!r} is neither a file nor a released model: give a "
-                              f"path to a .pt file or one of {available_models()}")
+        if not (os.path.exists(args.weights) or args.weights in available_models() or looks_like_hub_id(args.weights)):
+            raise CourseError(f"--weights {args.weights!r} is neither a file nor a released model: give a path "
+                              f"to a .pt or .safetensors file, a Hugging Face CLIP folder or hub id (owner/name), "
+                              f"or one of {available_models()}")
         if os.path.isfile(args.weights) and is_training_checkpoint(args.weights):
             raise CourseError(f"{args.weights} is a checkpoint written by `clip-from-scratch pretrain`, with its "
                               f"own tokenizer: pass it as --checkpoint {args.weights}")
@@ -449,6 +452,36 @@ def run_retrieval(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+def add_export_parser(subparsers) -> None:
+    parser = subparsers.add_parser("export", description=run_export.__doc__,
+                                   help="write a model for transformers (hf), openai/clip (openai) or as safetensors")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint of `clip-from-scratch pretrain` (its BPE goes along)")
+    source.add_argument("--weights", help="anything clip_from_scratch.load reads: a release name, a file, a "
+                                          "Hugging Face folder or hub id")
+    parser.add_argument("--format", required=True, choices=["hf", "openai", "safetensors"],
+                        help="hf: a transformers CLIPModel folder; openai: a state dict for openai/clip's "
+                             "build_model; safetensors: OpenAI's names in a safetensors file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
+
+
+def run_export(args) -> int:
+    """Export a trained run (--checkpoint) or any weights load() reads (--weights) to a folder: a
+    transformers CLIPModel (--format hf, with the run's tokenizer as vocab.json/merges.txt), a plain
+    state dict for openai/clip (--format openai), or safetensors in OpenAI's names. A model card
+    (README.md) says what the model was trained on, its metrics and the commands that made it.
+    """
+    from .export import export, from_checkpoint, from_weights
+    source = from_checkpoint(args.checkpoint) if args.checkpoint else from_weights(args.weights)
+    command = " ".join(["clip-from-scratch export", f"--checkpoint {args.checkpoint}" if args.checkpoint
+                        else f"--weights {args.weights}", f"--format {args.format}", f"--out {args.out}"])
+    written = export(source, args.out, args.format, command=command, overwrite=args.overwrite)
+    print(f"exported {source.name} as {args.format} to {args.out}: {', '.join(p.name for p in written)}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -459,11 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_zeroshot_parser(subparsers)
     add_download_parser(subparsers)
     add_retrieval_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 
 COMMANDS = {"pretrain": run_pretrain, "zeroshot": run_zeroshot, "download": run_download,
-            "retrieval": run_retrieval}
+            "retrieval": run_retrieval, "export": run_export}
 
 
 def user_errors() -> tuple[type, ...]:

@@ -185,3 +185,18 @@ def test_a_malicious_pytorch_model_bin_is_refused_and_never_run(saved, tmp_path)
     assert not marker.exists()
     torch.load(tmp_path / "pytorch_model.bin", weights_only=False)   # the file really runs code when unpickled
     assert marker.exists()
+
+
+def test_zeroshot_weights_takes_an_hf_folder(tmp_path, capsys):
+    from clip_from_scratch.cli import main
+    torch.manual_seed(0)
+    text = dict(vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=20)
+    vision = dict(image_size=32, patch_size=8, hidden_size=64, intermediate_size=256, num_hidden_layers=1,
+                  num_attention_heads=2)
+    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
+                           ).save_pretrained(tmp_path / "hf")
+    code = main(["zeroshot", "--weights", str(tmp_path / "hf"), "--dataset", "shapes", "--limit", "30",
+                 "--templates", "single", "--device", "cpu", "--output", str(tmp_path / "out.json")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out.json").is_file()
