@@ -91,8 +91,12 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     >>> tensors["w"].shape, metadata["note"]
     (torch.Size([2, 3]), 'hello')
     """
-    from safetensors import SafetensorError, safe_open
     path = Path(path)
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:
+        raise CheckpointError(f"{path} is a safetensors file; reading one needs the safetensors package: "
+                              f"pip install safetensors") from None
     try:
         with safe_open(str(path), framework="pt", device="cpu") as file:
             metadata = dict(file.metadata() or {})
