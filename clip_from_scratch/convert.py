@@ -381,21 +381,27 @@ def looks_like_hub_id(name: str) -> bool:
 def fetch_from_hub(repo_id: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Fetch a Hugging Face hub repository's config and weights into the hub's own cache; return its folder.
 
-    Only configs and weight files are fetched (safetensors when the repository
-    has them). ``HF_HUB_OFFLINE=1`` uses what the cache holds, and nothing else.
+    Only what loading needs is fetched, one layout at a time: ``transformers``'
+    ``model.safetensors`` (or its shards), else open_clip's
+    ``open_clip_model.safetensors``, else a ``.bin`` (read with
+    ``weights_only=True``). ``HF_HUB_OFFLINE=1`` uses what the cache holds, and nothing else.
     """
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise CheckpointError(f"{repo_id!r} looks like a Hugging Face hub id; fetching one needs huggingface_hub: "
-                              "pip install 'clip-from-scratch[hub]' (or give a local folder or file)") from None
-    configs = [HF_CONFIG, OPEN_CLIP_CONFIG, "*.safetensors.index.json"]
+        raise CheckpointError(f"{repo_id!r} is no file or folder here; as a Hugging Face hub id it needs "
+                              "huggingface_hub: pip install 'clip-from-scratch[hub]'") from None
+    configs = [HF_CONFIG, OPEN_CLIP_CONFIG]
+    layouts = [[HF_WEIGHTS, HF_INDEX, "model-*-of-*.safetensors"], ["open_clip_model.safetensors"],
+               [HF_WEIGHTS_BIN, "open_clip_pytorch_model.bin"]]
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=configs + ["*.safetensors"], cache_dir=cache_dir))
-        if not list(folder.glob("*.safetensors")):
-            folder = Path(snapshot_download(repo_id, allow_patterns=configs + ["*.bin"], cache_dir=cache_dir))
+        for patterns in layouts:
+            folder = Path(snapshot_download(repo_id, allow_patterns=configs + patterns, cache_dir=cache_dir))
+            if any(any(folder.glob(pattern)) for pattern in patterns):
+                break
     except Exception as err:   # offline and not cached, no such repository, no network, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"could not fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}: "
-                              f"{first}); check the id, the network, or HF_HUB_OFFLINE") from None
+        raise CheckpointError(f"{repo_id!r} is no file or folder here, and could not be fetched from the Hugging "
+                              f"Face hub ({type(err).__name__}: {first}); check the path or id, the network, or "
+                              f"HF_HUB_OFFLINE") from None
     return folder

@@ -161,3 +161,11 @@ def test_a_folder_that_is_not_empty_is_left_alone(run, tmp_path):
     with pytest.raises(ExportError, match="not empty"):
         export(from_checkpoint(run), tmp_path, "safetensors")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_the_hf_export_loads_back_into_our_model_unchanged(run, hf_export):
+    source = from_checkpoint(run)
+    back, _ = load(str(hf_export), device="cpu")
+    assert back.config == source.model.config                    # heads from config.json, not width // 64
+    for name, tensor in source.model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], tensor), name
