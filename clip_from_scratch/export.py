@@ -70,12 +70,13 @@ class Source:
 
 def from_checkpoint(path: str | os.PathLike) -> Source:
     """A course training checkpoint: the model, the run's own BPE, and what the run recorded."""
+    path = Path(path) / "checkpoint.pt" if Path(path).is_dir() else Path(path)   # a run's folder names its file
     state = read_checkpoint(path)
     model = CLIP(CLIPConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     run = {"step": state["step"], "train_config": state.get("train_config") or {},
            "evals": state.get("evals") or {}}
-    metrics_file = Path(path).parent / "metrics.json" if not Path(path).is_dir() else Path(path) / "metrics.json"
+    metrics_file = path.parent / "metrics.json"
     if metrics_file.is_file():
         try:
             run["metrics"] = json.loads(metrics_file.read_text())
@@ -187,7 +188,9 @@ _PRETRAIN_FLAGS = [("data", "--data"), ("steps", "--steps"), ("batch_size", "--b
                    ("vision_heads", "--vision-heads"), ("transformer_width", "--transformer-width"),
                    ("transformer_layers", "--transformer-layers"), ("transformer_heads", "--transformer-heads"),
                    ("embed_dim", "--embed-dim"), ("context_length", "--context-length"),
-                   ("bpe_merges", "--bpe-merges")]
+                   ("bpe_merges", "--bpe-merges"), ("crop_scale", "--crop-scale"), ("heldout", "--heldout"),
+                   ("shape_only", "--shape-only"), ("colour_only", "--colour-only")]
+_SHAPES_ONLY = {"heldout", "shape_only", "colour_only"}
 
 
 def pretrain_command(train_config: dict) -> str:
@@ -199,7 +202,8 @@ def pretrain_command(train_config: dict) -> str:
     parts = ["clip-from-scratch", "pretrain"]
     for name, flag in _PRETRAIN_FLAGS:
         value = train_config.get(name)
-        if value is None or (name == "vision_patch_size" and train_config.get("image_encoder") == "resnet"):
+        if value is None or (name == "vision_patch_size" and train_config.get("image_encoder") == "resnet") or \
+                (name in _SHAPES_ONLY and train_config.get("data", "shapes") != "shapes"):
             continue
         parts += [flag, str(value)]
     return " ".join(shlex.quote(p) for p in parts)
@@ -239,20 +243,23 @@ def _training(run: dict) -> str:
 
 def _metrics(run: dict) -> str:
     metrics = run.get("metrics") or {}
+    def shown(value):
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
     rows = []
     for key in ("zeroshot_top1", "chance", "final_loss", "logit_scale", "train_seconds", "device"):
         if key in metrics:
-            rows.append(f"| {key} | {metrics[key]} |")
+            rows.append(f"| {key} | {shown(metrics[key])} |")
     for direction, values in (metrics.get("retrieval") or {}).items():
-        rows += [f"| retrieval {direction} recall@{k} | {v} |" for k, v in values.items()]
+        rows += [f"| retrieval {direction} recall@{k} | {shown(v)} |" for k, v in values.items()]
     for name in ("cifar10", "cifar100"):
         if isinstance(metrics.get(name), dict):
-            rows += [f"| {name} zero-shot top-1 ({how}) | {v} |" for how, v in metrics[name].items()]
+            rows += [f"| {name} zero-shot top-1 ({how}) | {shown(v)} |" for how, v in metrics[name].items()]
     if not rows:
         evals = run.get("evals") or {}
         metric = next((k for k in evals if k != "step"), None)
         if metric and evals[metric]:
-            rows.append(f"| {metric} (step {evals['step'][-1]}) | {evals[metric][-1]} |")
+            rows.append(f"| {metric} (step {evals['step'][-1]}) | {shown(evals[metric][-1])} |")
     if not rows:
         return "No metrics were recorded with this model."
     return ("Measured by the training run itself (`metrics.json`); shapes scores are on held-out colour x shape "

@@ -87,9 +87,22 @@ def test_the_model_card_says_what_how_long_how_well_and_how(hf_export, run):
     metrics = json.loads((run.parent / "metrics.json").read_text())
     assert "shapes" in card and "stand-in for COCO" in card
     assert "3 optimisation steps of 3" in card
-    assert f"| zeroshot_top1 | {metrics['zeroshot_top1']} |" in card
+    assert f"| zeroshot_top1 | {metrics['zeroshot_top1']:.2f} |" in card
     assert "clip-from-scratch pretrain --data shapes --steps 3 --batch-size 16" in card
     assert f"clip-from-scratch export --checkpoint {run} --format hf" in card
+
+
+def test_the_cards_pretrain_command_is_one_the_cli_accepts(run):
+    import shlex
+
+    from clip_from_scratch.cli import build_parser
+    from clip_from_scratch.export import pretrain_command
+    from clip_from_scratch.train_config import TrainConfig
+    train_config = from_checkpoint(run).run["train_config"]
+    args = build_parser().parse_args(shlex.split(pretrain_command(train_config))[1:])   # every flag exists
+    given = {k: v for k, v in vars(args).items() if k in train_config and v is not None}
+    assert given and all(train_config[k] == v for k, v in given.items()), given
+    assert set(TrainConfig().to_dict()) >= set(given)
 
 
 def test_openai_format_loads_in_openai_clips_build_model(tmp_path, monkeypatch):
