@@ -373,9 +373,12 @@ def looks_like_hub_id(name: str) -> bool:
 
     >>> looks_like_hub_id("openai/clip-vit-base-patch32"), looks_like_hub_id("ViT-B/32"), looks_like_hub_id("a/b/c")
     (True, False, False)
+    >>> looks_like_hub_id("runs/checkpoint.pt")   # a mistyped path, not a question for the network
+    False
     """
     return (bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not os.path.exists(name)
-            and not re.fullmatch(r"(ViT|RN)[\w-]*/[\w@]+", name))
+            and not re.fullmatch(r"(ViT|RN)[\w-]*/[\w@]+", name)
+            and not name.lower().endswith((".pt", ".pth", ".bin", ".safetensors", ".json", ".ckpt")))
 
 
 def fetch_from_hub(repo_id: str, cache_dir: str | os.PathLike | None = None) -> Path:
