@@ -228,6 +228,11 @@ def is_hf_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
 # ----------------------------------------------------------------------------- configs both ways
 
 
+# transformers' defaults for what a config.json may leave out (CLIPTextConfig, CLIPVisionConfig)
+_HF_TEXT_DEFAULTS = {"num_attention_heads": 8, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}
+_HF_VISION_DEFAULTS = {"num_attention_heads": 12, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}
+
+
 def config_from_hf(hf: Mapping, state_dict: Mapping[str, torch.Tensor]) -> CLIPConfig:
     """The architecture of a Hugging Face CLIP: sizes from the tensors, heads from ``config.json``.
 
@@ -235,30 +240,33 @@ def config_from_hf(hf: Mapping, state_dict: Mapping[str, torch.Tensor]) -> CLIPC
     activation than QuickGELU, another LayerNorm epsilon, an MLP that is not
     4x wide) with one line, rather than loading a model that is silently wrong.
     """
-    if "text_config" not in hf or "vision_config" not in hf:
+    if not (hf.get("text_config") or hf.get("text_config_dict")) or \
+            not (hf.get("vision_config") or hf.get("vision_config_dict")):
         raise CheckpointError("this config.json is not a full CLIPModel (it lacks text_config or vision_config): "
                               "the course's model needs both towers")
-    text, vision = hf["text_config"] or {}, hf["vision_config"] or {}
+    # Older configs also carry "text_config_dict" / "vision_config_dict", which win (as in transformers).
+    text, vision = ({**defaults, **(hf.get(f"{tower}_config_dict") or hf.get(f"{tower}_config") or {})}
+                    for tower, defaults in (("text", _HF_TEXT_DEFAULTS), ("vision", _HF_VISION_DEFAULTS)))
     config = CLIPConfig.from_state_dict(state_dict)
     for name, tower in (("text", text), ("vision", vision)):
-        act, eps = tower.get("hidden_act", "quick_gelu"), tower.get("layer_norm_eps", 1e-5)
+        act, eps = tower["hidden_act"], tower["layer_norm_eps"]
         if act != "quick_gelu":
             raise CheckpointError(f"this model's {name} tower uses the activation {act!r}; the course's model "
                                   f"(like OpenAI's CLIP) uses QuickGELU, so its outputs would differ")
         if abs(eps - 1e-5) > 1e-12:
             raise CheckpointError(f"this model's {name} tower uses LayerNorm eps={eps}; the course's uses 1e-5")
-        width = config.transformer_width if name == "text" else config.vision_width
-        if tower.get("intermediate_size", 4 * width) != 4 * width:
-            raise CheckpointError(f"this model's {name} MLP is {tower['intermediate_size']} wide; the course's "
-                                  f"model (like OpenAI's) uses 4 x width = {4 * width}")
+        fc = state_dict.get(f"{'' if name == 'text' else 'visual.'}transformer.resblocks.0.mlp.c_fc.weight")
+        hidden, width = fc.shape if fc is not None else (0, 0)       # [4 * width, width]
+        if hidden != 4 * width:
+            raise CheckpointError(f"this model's {name} MLP is {hidden} wide; the course's model (like OpenAI's) "
+                                  f"uses 4 x width = {4 * width}")
     eos = text.get("eos_token_id", config.vocab_size - 1)
     if eos not in (2, config.vocab_size - 1):
         warnings.warn(f"this model's end-of-text id is {eos}, not the last id ({config.vocab_size - 1}): captions "
                       f"that use a token with a larger id are pooled there, not at end-of-text as in transformers",
                       stacklevel=3)
-    return CLIPConfig.from_dict({**config.to_dict(),
-                                 "transformer_heads": text.get("num_attention_heads", 8),
-                                 "vision_heads": vision.get("num_attention_heads", 12)})
+    return CLIPConfig.from_dict({**config.to_dict(), "transformer_heads": text["num_attention_heads"],
+                                 "vision_heads": vision["num_attention_heads"]})
 
 
 def hf_config(config: CLIPConfig, sot_token: int | None = None, eot_token: int | None = None) -> dict:

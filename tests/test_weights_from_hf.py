@@ -4,6 +4,7 @@ Random tiny ``transformers.CLIPModel``s, saved with ``save_pretrained``, are
 the references: our features must match ``get_image_features`` /
 ``get_text_features`` within 1e-5 (relative) for the same pixels and ids.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -200,3 +201,21 @@ def test_zeroshot_weights_takes_an_hf_folder(tmp_path, capsys):
                  "--templates", "single", "--device", "cpu", "--output", str(tmp_path / "out.json")])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out.json").is_file()
+
+
+def test_an_older_configs_text_config_dict_wins_as_in_transformers(saved, tmp_path):
+    hf_model, folder = saved
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config_dict"] = {**config["text_config"]}               # the real values (4 heads) ...
+    config["text_config"] = {**config["text_config"], "num_attention_heads": 1}   # ... and a stale copy
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    shutil.copy(folder / "model.safetensors", tmp_path / "model.safetensors")
+    ours, _ = load(str(tmp_path), device="cpu")
+    assert ours.config.transformer_heads == 4
+    assert_same_features(ours, hf_model, torch.randn(1, 3, 32, 32), captions())
+
+
+def test_an_mlp_of_another_width_is_refused_in_one_line(tmp_path):
+    tiny_hf_model(intermediate_size=96).save_pretrained(tmp_path)       # the vision MLP 2 x width, not 4 x
+    with pytest.raises(CheckpointError, match="vision MLP is 96 wide"):
+        load(str(tmp_path), device="cpu")
