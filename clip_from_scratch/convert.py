@@ -236,9 +236,11 @@ _HF_VISION_DEFAULTS = {"num_attention_heads": 12, "hidden_act": "quick_gelu", "l
 def config_from_hf(hf: Mapping, state_dict: Mapping[str, torch.Tensor]) -> CLIPConfig:
     """The architecture of a Hugging Face CLIP: sizes from the tensors, heads from ``config.json``.
 
-    Refuses what the course's model cannot compute the same way (another
-    activation than QuickGELU, another LayerNorm epsilon, an MLP that is not
-    4x wide) with one line, rather than loading a model that is silently wrong.
+    The activation (``hidden_act``) is QuickGELU (OpenAI's models) or GELU
+    (LAION's and many fine-tunes). Refuses what the course's model cannot
+    compute the same way (another activation, one per tower, another
+    LayerNorm epsilon, an MLP that is not 4x wide) with one line, rather than
+    loading a model that is silently wrong.
     """
     if not (hf.get("text_config") or hf.get("text_config_dict")) or \
             not (hf.get("vision_config") or hf.get("vision_config_dict")):
@@ -248,11 +250,14 @@ def config_from_hf(hf: Mapping, state_dict: Mapping[str, torch.Tensor]) -> CLIPC
     text, vision = ({**defaults, **(hf.get(f"{tower}_config_dict") or hf.get(f"{tower}_config") or {})}
                     for tower, defaults in (("text", _HF_TEXT_DEFAULTS), ("vision", _HF_VISION_DEFAULTS)))
     config = CLIPConfig.from_state_dict(state_dict)
+    if text["hidden_act"] != vision["hidden_act"]:
+        raise CheckpointError(f"this model's towers use two activations ({text['hidden_act']!r} for text, "
+                              f"{vision['hidden_act']!r} for images); the course's model has one for both")
     for name, tower in (("text", text), ("vision", vision)):
         act, eps = tower["hidden_act"], tower["layer_norm_eps"]
-        if act != "quick_gelu":
+        if act not in ("quick_gelu", "gelu"):
             raise CheckpointError(f"this model's {name} tower uses the activation {act!r}; the course's model "
-                                  f"(like OpenAI's CLIP) uses QuickGELU, so its outputs would differ")
+                                  f"computes QuickGELU (OpenAI's) or GELU, so its outputs would differ")
         if abs(eps - 1e-5) > 1e-12:
             raise CheckpointError(f"this model's {name} tower uses LayerNorm eps={eps}; the course's uses 1e-5")
         fc = state_dict.get(f"{'' if name == 'text' else 'visual.'}transformer.resblocks.0.mlp.c_fc.weight")
@@ -266,7 +271,7 @@ def config_from_hf(hf: Mapping, state_dict: Mapping[str, torch.Tensor]) -> CLIPC
                       f"that use a token with a larger id are pooled there, not at end-of-text as in transformers",
                       stacklevel=3)
     return CLIPConfig.from_dict({**config.to_dict(), "transformer_heads": text["num_attention_heads"],
-                                 "vision_heads": vision["num_attention_heads"]})
+                                 "vision_heads": vision["num_attention_heads"], "activation": text["hidden_act"]})
 
 
 def hf_config(config: CLIPConfig, sot_token: int | None = None, eot_token: int | None = None) -> dict:
@@ -281,7 +286,7 @@ def hf_config(config: CLIPConfig, sot_token: int | None = None, eot_token: int |
                               "ResNet model with --format openai or --format safetensors")
     eot = config.vocab_size - 1 if eot_token is None else eot_token
     sot = config.vocab_size - 2 if sot_token is None else sot_token
-    common = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0, initializer_range=0.02,
+    common = dict(hidden_act=config.activation, layer_norm_eps=1e-5, attention_dropout=0.0, initializer_range=0.02,
                   initializer_factor=1.0, projection_dim=config.embed_dim)
     return {
         "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": config.embed_dim,
@@ -301,12 +306,12 @@ def hf_config(config: CLIPConfig, sot_token: int | None = None, eot_token: int |
 
 
 def config_from_open_clip(open_clip_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> CLIPConfig:
-    """Heads (and the activation check) from open_clip's ``open_clip_config.json``; sizes from the tensors."""
+    """Heads and activation from open_clip's ``open_clip_config.json``; sizes from the tensors.
+
+    open_clip's models use ``nn.GELU`` unless their config says ``"quick_gelu": true``.
+    """
     cfg = open_clip_config.get("model_cfg", open_clip_config)
     vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-    if not cfg.get("quick_gelu", False):
-        raise CheckpointError("this open_clip model uses nn.GELU (its config has no \"quick_gelu\": true); the "
-                              "course's model uses QuickGELU, as OpenAI's CLIP does, so its outputs would differ")
     unsupported = [k for k in ("timm_model_name", "hf_model_name") if vision.get(k) or text.get(k)]
     if unsupported:
         raise CheckpointError(f"this open_clip model uses a {unsupported[0]} tower, which the course does not build")
@@ -316,7 +321,8 @@ def config_from_open_clip(open_clip_config: Mapping, state_dict: Mapping[str, to
     else:
         vision_heads = config.vision_width // vision.get("head_width", 64)
     return CLIPConfig.from_dict({**config.to_dict(), "vision_heads": vision_heads,
-                                 "transformer_heads": text.get("heads", 8)})
+                                 "transformer_heads": text.get("heads", 8),
+                                 "activation": "quick_gelu" if cfg.get("quick_gelu", False) else "gelu"})
 
 
 # ----------------------------------------------------------------------------- files and folders in

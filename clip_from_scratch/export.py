@@ -140,6 +140,9 @@ def export(source: Source, out: str | os.PathLike, fmt: str, command: str = "", 
     if fmt == "hf" and config.is_resnet:
         raise ExportError("Hugging Face transformers has no CLIP ResNet (only Vision Transformers): export this "
                           "model with --format openai (openai/clip's build_model) or --format safetensors")
+    if fmt == "openai" and config.activation != "quick_gelu":
+        raise ExportError(f"openai/clip's build_model always computes QuickGELU, and this model uses "
+                          f"{config.activation}: use --format hf or --format safetensors, which keep it")
     if fmt == "openai":
         inferred = {"transformer_heads": max(1, config.transformer_width // 64),
                     "vision_heads": CLIPConfig.from_dict({**config.to_dict(), "vision_heads": None}).vision_heads}
@@ -219,7 +222,8 @@ def _architecture(config: CLIPConfig) -> str:
     return (f"- image encoder: {vision}, {config.image_resolution} x {config.image_resolution} px input\n"
             f"- text encoder: causal transformer, {config.transformer_layers} layers x {config.transformer_width} "
             f"wide, {config.transformer_heads} heads, {config.context_length} tokens\n"
-            f"- shared embedding: {config.embed_dim} dimensions; vocabulary: {config.vocab_size} tokens")
+            f"- shared embedding: {config.embed_dim} dimensions; vocabulary: {config.vocab_size} tokens; "
+            f"activation: {'QuickGELU' if config.activation == 'quick_gelu' else 'GELU'}")
 
 
 def _training(run: dict) -> str:

@@ -182,3 +182,17 @@ def test_the_hf_export_loads_back_into_our_model_unchanged(run, hf_export):
     assert back.config == source.model.config                    # heads from config.json, not width // 64
     for name, tensor in source.model.state_dict().items():
         assert torch.equal(back.state_dict()[name], tensor), name
+
+
+def test_a_gelu_model_goes_to_hf_and_not_to_openai(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (the references extra)")
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig.preset("tiny", vocab_size=400, context_length=20, activation="gelu")).eval()
+    with pytest.raises(ExportError, match="always computes QuickGELU"):
+        export(Source(model, None, "tiny"), tmp_path / "openai", "openai")
+    export(Source(model, None, "tiny"), tmp_path / "hf", "hf")
+    hf = transformers.CLIPModel.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.tensor([[398, 5, 6, 399] + [0] * 16])
+    with torch.no_grad():
+        expected = hf.get_text_features(input_ids=ids)
+        assert relative_error(model.encode_text(ids), getattr(expected, "pooler_output", expected)) <= 1e-5

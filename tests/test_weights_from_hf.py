@@ -22,10 +22,11 @@ from clip_from_scratch.openai_weights import CheckpointError, load  # noqa: E402
 VOCAB = 300
 
 
-def tiny_hf_model(seed=0, eos_token_id=VOCAB - 1, **vision):
+def tiny_hf_model(seed=0, eos_token_id=VOCAB - 1, text_act="quick_gelu", **vision):
     torch.manual_seed(seed)
     text = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=20, bos_token_id=VOCAB - 2, eos_token_id=eos_token_id, pad_token_id=VOCAB - 1)
+                max_position_embeddings=20, bos_token_id=VOCAB - 2, eos_token_id=eos_token_id, pad_token_id=VOCAB - 1,
+                hidden_act=text_act)
     vision = dict(dict(image_size=32, patch_size=8, hidden_size=48, intermediate_size=192, num_hidden_layers=2,
                        num_attention_heads=3), **vision)
     config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=40)
@@ -113,10 +114,17 @@ def test_the_key_map_round_trips_and_splits_qkv_in_order(saved):
     assert set(back) == set(hf) and all(torch.equal(back[k], hf[k]) for k in hf)
 
 
-def test_a_gelu_model_is_refused_in_one_line(tmp_path):
-    hf_model = tiny_hf_model(hidden_act="gelu")
+def test_a_gelu_model_like_laions_loads_with_the_same_features(tmp_path):
+    hf_model = tiny_hf_model(seed=4, text_act="gelu", hidden_act="gelu")
     hf_model.save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match="activation 'gelu'.*QuickGELU"):
+    ours, _ = load(str(tmp_path), device="cpu")
+    assert ours.config.activation == "gelu"
+    assert_same_features(ours, hf_model, torch.randn(2, 3, 32, 32), captions())
+
+
+def test_an_activation_we_do_not_compute_is_refused_in_one_line(tmp_path):
+    tiny_hf_model(text_act="gelu_new", hidden_act="gelu_new").save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="activation 'gelu_new'.*QuickGELU"):
         load(str(tmp_path), device="cpu")
 
 
