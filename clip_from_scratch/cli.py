@@ -226,7 +226,7 @@ def load_model_for_evaluation(args, device, truncate: bool = False):
     from functools import partial
 
     if args.weights:
-        from .convert import looks_like_hub_id
+        from .convert import looks_like_hub_id, read_hf_tokenizer
         from .openai_weights import available_models, load
         from .tokenizer import tokenize
         if not (os.path.exists(args.weights) or args.weights in available_models() or looks_like_hub_id(args.weights)):
@@ -237,7 +237,9 @@ def load_model_for_evaluation(args, device, truncate: bool = False):
             raise CourseError(f"{args.weights} is a checkpoint written by `clip-from-scratch pretrain`, with its "
                               f"own tokenizer: pass it as --checkpoint {args.weights}")
         model, preprocess = load(args.weights, device=device)
-        return model, preprocess, partial(tokenize, context_length=model.config.context_length, truncate=truncate)
+        own = read_hf_tokenizer(args.weights) if os.path.isdir(args.weights) else None   # an exported run's BPE
+        encode = own.tokenize if own is not None else tokenize
+        return model, preprocess, partial(encode, context_length=model.config.context_length, truncate=truncate)
     from .train import load_checkpoint
     from .transforms import eval_transform
     model, tokenizer = load_checkpoint(args.checkpoint, device=device)

@@ -68,6 +68,7 @@ import torch
 
 from .errors import CourseError
 from .model import CLIPConfig
+from .tokenizer import Tokenizer
 
 
 class CheckpointError(CourseError, RuntimeError):
@@ -380,6 +381,25 @@ def read_weights_folder(folder: Path, read_pt) -> tuple[dict[str, torch.Tensor],
     raise CheckpointError(f"{folder} is a folder without CLIP weights: expected {HF_WEIGHTS} (or {HF_WEIGHTS_BIN}) "
                           f"beside {HF_CONFIG}, as transformers' save_pretrained writes, or open_clip's "
                           f"open_clip_model.safetensors")
+
+
+def read_hf_tokenizer(folder: str | os.PathLike) -> Tokenizer | None:
+    """The tokenizer of a folder's ``vocab.json`` + ``merges.txt``, when they are a CLIP BPE; else None.
+
+    Our layout is a function of the merges (bytes, bytes + ``</w>``, one token
+    per merge, the two specials last), so the merges rebuild it, and the
+    vocabulary file must then agree id for id (``export`` writes such a pair).
+    """
+    folder = Path(folder)
+    vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab_file.is_file() and merges_file.is_file()):
+        return None
+    lines = merges_file.read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#version")]
+    if any(len(merge) != 2 for merge in merges):
+        return None
+    tokenizer = Tokenizer(merges)
+    return tokenizer if _read_json(vocab_file) == tokenizer.encoder else None
 
 
 def looks_like_hub_id(name: str) -> bool:

@@ -196,3 +196,15 @@ def test_a_gelu_model_goes_to_hf_and_not_to_openai(tmp_path, capsys):
     with torch.no_grad():
         expected = hf.get_text_features(input_ids=ids)
         assert relative_error(model.encode_text(ids), getattr(expected, "pooler_output", expected)) <= 1e-5
+
+
+def test_an_hf_export_evaluates_with_weights_and_its_own_bpe(run, hf_export, tmp_path, capsys):
+    from clip_from_scratch.convert import read_hf_tokenizer
+    assert read_hf_tokenizer(hf_export).encoder == from_checkpoint(run).tokenizer.encoder
+    outputs = {}
+    for option, source in (("--checkpoint", run), ("--weights", hf_export)):
+        output = tmp_path / f"{option.strip('-')}.json"
+        assert main(["zeroshot", option, str(source), "--dataset", "shapes", "--limit", "60", "--templates", "single",
+                     "--device", "cpu", "--output", str(output)]) == 0, capsys.readouterr().err
+        outputs[option] = json.loads(output.read_text())
+    assert outputs["--weights"]["top1"] == outputs["--checkpoint"]["top1"]
