@@ -227,3 +227,11 @@ def test_an_mlp_of_another_width_is_refused_in_one_line(tmp_path):
     tiny_hf_model(intermediate_size=96).save_pretrained(tmp_path)       # the vision MLP 2 x width, not 4 x
     with pytest.raises(CheckpointError, match="vision MLP is 96 wide"):
         load(str(tmp_path), device="cpu")
+
+
+def test_a_sharded_save_pretrained_folder_loads_through_its_index(saved, tmp_path):
+    hf_model, _ = saved
+    hf_model.save_pretrained(tmp_path, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file() and not (tmp_path / "model.safetensors").exists()
+    ours, _ = load(str(tmp_path), device="cpu")
+    assert_same_features(ours, hf_model, torch.randn(1, 3, 32, 32), captions())
