@@ -195,7 +195,8 @@ def add_model_arguments(parser, batch_size: int) -> None:
     """The options every evaluation command shares: which model, on which device, how many at a time."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
-    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
+    source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32), a .pt or .safetensors file, a Hugging "
+                                          "Face CLIP folder or hub id (e.g. openai/clip-vit-base-patch32)")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu; the default), cpu, cuda, "
                                                          "cuda:1, mps")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="images (or prompts) encoded at a time")
@@ -252,17 +253,21 @@ def load_model_for_evaluation(args, device, truncate: bool = False):
     from functools import partial
 
     if args.weights:
+        from .convert import looks_like_hub_id, read_hf_tokenizer
         from .openai_weights import available_models, load
         from .tokenizer import tokenize
-        if not os.path.isfile(args.weights) and args.weights not in available_models():
-            raise CourseError(f"--weights {args.weights!r} is neither a file nor a released model: give a "
-                              f"path to a .pt file or one of {available_models()}")
+        if not (os.path.exists(args.weights) or args.weights in available_models() or looks_like_hub_id(args.weights)):
+            raise CourseError(f"--weights {args.weights!r} is neither a file nor a released model: give a path "
+                              f"to a .pt or .safetensors file, a Hugging Face CLIP folder or hub id (owner/name), "
+                              f"or one of {available_models()}")
         from .runs import is_training_checkpoint
         if os.path.isfile(args.weights) and is_training_checkpoint(args.weights):
             raise CourseError(f"{args.weights} is a checkpoint written by `clip-from-scratch pretrain`, with its "
                               f"own tokenizer: pass it as --checkpoint {args.weights}")
         model, preprocess = load(args.weights, device=device)
-        return model, preprocess, partial(tokenize, context_length=model.config.context_length, truncate=truncate)
+        own = read_hf_tokenizer(args.weights) if os.path.isdir(args.weights) else None   # an exported run's BPE
+        encode = own.tokenize if own is not None else tokenize
+        return model, preprocess, partial(encode, context_length=model.config.context_length, truncate=truncate)
     from .runs import load_checkpoint
     from .transforms import eval_transform
     model, tokenizer = load_checkpoint(args.checkpoint, device=device)
@@ -310,7 +315,8 @@ def add_download_parser(subparsers) -> None:
                                    help="prefetch COCO captions, CIFAR and OpenAI weights for offline use")
     parser.add_argument("target", choices=["coco", "cifar100", "cifar10", "weights"],
                         help="coco: caption annotations + images + the resized uint8 cache; cifar100/cifar10: "
-                             "the torchvision archives; weights: one released OpenAI model")
+                             "the torchvision archives; weights: one released OpenAI model (into the data "
+                             "folder's weights/)")
     parser.add_argument("name", nargs="?", default=None,
                         help="for weights: the model name, e.g. ViT-B/32")
     parser.add_argument("--split", default=None, choices=["train2017", "val2017"],
@@ -326,8 +332,8 @@ def add_download_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=16,
                         help="coco: parallel connections to the image server (default: %(default)s)")
     parser.add_argument("--data-root", default=None,
-                        help="data folder (default: $CLIP_DATA or data/); for weights, where the .pt file "
-                             "goes (default: ~/.cache/clip, where clip_from_scratch.load looks)")
+                        help="data folder (default: $CLIP_DATA or data/); weights go into its weights/ folder, "
+                             "where clip_from_scratch.load looks first (then in openai/clip's ~/.cache/clip)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
 
@@ -387,9 +393,10 @@ def run_download(args) -> int:
                 print(f"clip-from-scratch download: error: give a model name after 'weights', one of "
                       f"{available_models()}", file=sys.stderr)
                 return 2
-            path = checkpoint_path(args.name, args.data_root)
+            folder = Path(args.data_root) / "weights" if args.data_root else None   # None: load()'s own order
+            path = checkpoint_path(args.name, folder)
             there = path.exists()
-            path = download_model(args.name, args.data_root, progress=progress)
+            path = download_model(args.name, folder, progress=progress)
             print(f"{args.name}: {'reused (sha256 checked)' if there else 'fetched'} {path} "
                   f"({_megabytes(path.stat().st_size)})")
     except KeyboardInterrupt:
@@ -453,6 +460,36 @@ def run_retrieval(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+def add_export_parser(subparsers) -> None:
+    parser = subparsers.add_parser("export", description=run_export.__doc__,
+                                   help="write a model for transformers (hf), openai/clip (openai) or as safetensors")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint of `clip-from-scratch pretrain` (its BPE goes along)")
+    source.add_argument("--weights", help="anything clip_from_scratch.load reads: a release name, a file, a "
+                                          "Hugging Face folder or hub id")
+    parser.add_argument("--format", required=True, choices=["hf", "openai", "safetensors"],
+                        help="hf: a transformers CLIPModel folder; openai: a state dict for openai/clip's "
+                             "build_model; safetensors: OpenAI's names in a safetensors file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
+
+
+def run_export(args) -> int:
+    """Export a trained run (--checkpoint) or any weights load() reads (--weights) to a folder: a
+    transformers CLIPModel (--format hf, with the run's tokenizer as vocab.json/merges.txt), a plain
+    state dict for openai/clip (--format openai), or safetensors in OpenAI's names. A model card
+    (README.md) says what the model was trained on, its metrics and the commands that made it.
+    """
+    from .export import export, from_checkpoint, from_weights
+    source = from_checkpoint(args.checkpoint) if args.checkpoint else from_weights(args.weights)
+    command = " ".join(["clip-from-scratch export", f"--checkpoint {args.checkpoint}" if args.checkpoint
+                        else f"--weights {args.weights}", f"--format {args.format}", f"--out {args.out}"])
+    written = export(source, args.out, args.format, command=command, overwrite=args.overwrite)
+    print(f"exported {source.name} as {args.format} to {args.out}: {', '.join(p.name for p in written)}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -463,11 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_zeroshot_parser(subparsers)
     add_download_parser(subparsers)
     add_retrieval_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 
 COMMANDS = {"pretrain": run_pretrain, "zeroshot": run_zeroshot, "download": run_download,
-            "retrieval": run_retrieval}
+            "retrieval": run_retrieval, "export": run_export}
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ tensors, so a released state dict loads with no renaming::
       .ln_1, .ln_2                        LayerNorm (computed in fp32)
       .attn.in_proj_weight / in_proj_bias query, key and value projections, stacked
       .attn.out_proj                      back to the model width
-      .mlp.c_fc -> QuickGELU -> .mlp.c_proj
+      .mlp.c_fc -> QuickGELU -> .mlp.c_proj  (GELU for LAION's models: activation="gelu")
 
 A tiny worked example::
 
@@ -62,6 +62,10 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+# OpenAI's CLIP uses QuickGELU; many later CLIPs (LAION's open_clip models) use the exact GELU.
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``.
 
@@ -102,14 +106,14 @@ class ResidualAttentionBlock(nn.Module):
     untouched sum, which is what lets deep stacks train without warm-up tricks.
     """
 
-    def __init__(self, width: int, heads: int, causal: bool = False):
+    def __init__(self, width: int, heads: int, causal: bool = False, activation: str = "quick_gelu"):
         super().__init__()
         self.causal = causal
         self.attn = Attention(width, heads)
         self.ln_1 = LayerNorm(width)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(width, 4 * width)),    # expand 4x ...
-            ("gelu", QuickGELU()),
+            ("gelu", ACTIVATIONS[activation]()),      # the checkpoints' name for it, whichever it is
             ("c_proj", nn.Linear(4 * width, width)),  # ... and back
         ]))
         self.ln_2 = LayerNorm(width)
@@ -130,11 +134,12 @@ class Transformer(nn.Module):
     ``mlp.c_fc`` ``(2*width)**-0.5``.
     """
 
-    def __init__(self, width: int, layers: int, heads: int, causal: bool = False):
+    def __init__(self, width: int, layers: int, heads: int, causal: bool = False, activation: str = "quick_gelu"):
         super().__init__()
         self.width = width
         self.layers = layers
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, causal) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, causal, activation)
+                                         for _ in range(layers)])
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -67,6 +67,7 @@ class CLIPConfig:
     transformer_heads: int = 8
     transformer_layers: int = 12
     vision_heads: Optional[int] = None
+    activation: str = "quick_gelu"   # the MLPs' non-linearity: OpenAI's QuickGELU, or "gelu" (LAION's models)
 
     def __post_init__(self):
         if isinstance(self.vision_layers, (tuple, list)):
@@ -75,6 +76,8 @@ class CLIPConfig:
                 raise ValueError(f"a ResNet image encoder has four stages: vision_layers must be four block "
                                  f"counts such as (3, 4, 6, 3), got {self.vision_layers}")
             self.vision_patch_size = None
+        if self.activation not in ("quick_gelu", "gelu"):
+            raise ValueError(f"activation must be 'quick_gelu' (OpenAI's CLIP) or 'gelu', got {self.activation!r}")
         if self.vision_heads is None:
             self.vision_heads = max(1, self.vision_width * 32 // 64 if self.is_resnet else self.vision_width // 64)
         attention_width = ("vision_width", 32 * self.vision_width if self.is_resnet else self.vision_width)
@@ -130,7 +133,8 @@ class CLIPConfig:
         A ViT image encoder has ``visual.proj`` and ``visual.transformer.*``;
         a ResNet has ``visual.layer1.*`` .. ``visual.layer4.*`` and
         ``visual.attnpool.*``. Head counts are not stored in the shapes; CLIP
-        always used 64 channels a head.
+        always used 64 channels a head. Nor is the activation: OpenAI's QuickGELU
+        is assumed (a config file beside the weights says otherwise: ``convert.py``).
         """
         vit_keys = [k for k in state_dict if k == "visual.proj" or k.startswith("visual.transformer.")]
         resnet_keys = [k for k in state_dict if k.startswith(("visual.layer", "visual.attnpool."))]
@@ -228,7 +232,8 @@ class CLIP(nn.Module):
         self.context_length, self.vocab_size = config.context_length, config.vocab_size
         text = TextEncoder(context_length=config.context_length, vocab_size=config.vocab_size,
                            width=config.transformer_width, heads=config.transformer_heads,
-                           layers=config.transformer_layers, embed_dim=config.embed_dim)
+                           layers=config.transformer_layers, embed_dim=config.embed_dim,
+                           activation=config.activation)
         if config.is_resnet:
             self.visual = ResNetEncoder(layers=config.vision_layers, width=config.vision_width,
                                         heads=config.vision_heads, embed_dim=config.embed_dim,
@@ -237,7 +242,7 @@ class CLIP(nn.Module):
             self.visual = VisionEncoder(image_resolution=config.image_resolution,
                                         patch_size=config.vision_patch_size, width=config.vision_width,
                                         layers=config.vision_layers, heads=config.vision_heads,
-                                        embed_dim=config.embed_dim)
+                                        embed_dim=config.embed_dim, activation=config.activation)
         # The text tower's parts sit on the model itself, not under a "text." prefix, because
         # that is where OpenAI's checkpoints keep them (token_embedding.weight, transformer.resblocks.0...).
         # Assigned in the checkpoints' order: parameters positional_embedding, text_projection,

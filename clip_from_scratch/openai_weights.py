@@ -14,7 +14,20 @@ What ``load`` reads:
   (``torchscript_archive.py``; ``torch.jit.load`` would execute it);
 * plain state dicts saved with ``torch.save`` (float16 or float32), or a dict
   holding one under ``"state_dict"`` or ``"model"`` (the course's training
-  checkpoints, whose ``"model_config"`` then gives the exact architecture).
+  checkpoints, whose ``"model_config"`` then gives the exact architecture);
+* ``.safetensors`` files in OpenAI's / open_clip's layout (ViT and ResNet,
+  e.g. open_clip's ``open_clip_model.safetensors``) or in Hugging Face's;
+* a Hugging Face CLIP folder (``config.json`` + ``model.safetensors`` or
+  ``pytorch_model.bin``, as ``save_pretrained`` writes it), and, with
+  ``huggingface_hub`` installed, a hub id such as
+  ``"openai/clip-vit-base-patch32"``, fetched into the hub's own cache
+  (``convert.py`` holds the name maps).
+
+Released names are looked for in the data folder's ``weights/`` first
+(``$CLIP_DATA/weights``, where ``clip-from-scratch download weights`` puts
+them), then in openai/clip's cache ``~/.cache/clip``; a file found in either
+is checked against the release's sha256 before use, and a missing one is
+downloaded into ``weights/``.
 
 The architecture is read off the tensor shapes (``CLIPConfig.from_state_dict``);
 the model comes back in eval mode (a ResNet's batch norms use their stored
@@ -25,6 +38,7 @@ five ResNets (RN50 ... RN50x64) and the four Vision Transformers.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Callable, Union
@@ -32,8 +46,8 @@ from typing import Callable, Union
 import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
+from .convert import CheckpointError, fetch_from_hub, looks_like_hub_id, read_weights_file, read_weights_folder
 from .download import download
-from .errors import CourseError
 from .model import CLIP, CLIPConfig
 from .torchscript_archive import UnsafeArchiveError, is_torchscript_archive, read_torchscript_state_dict
 from .transforms import eval_transform
@@ -53,8 +67,7 @@ _MODELS = {
 }
 
 
-class CheckpointError(CourseError, RuntimeError):
-    """A checkpoint file that cannot be read or is not a CLIP model."""
+OPENAI_CACHE = Path("~/.cache/clip")   # openai/clip's download folder (expanded when used)
 
 
 def available_models() -> list[str]:
@@ -62,15 +75,28 @@ def available_models() -> list[str]:
     return list(_MODELS)
 
 
+def weights_folder() -> Path:
+    """The course's place for released weights: ``weights/`` in the data folder (``$CLIP_DATA`` or ``data/``)."""
+    from .course import data_root
+    return data_root() / "weights"
+
+
 def checkpoint_path(name: str, download_root: str | os.PathLike | None = None) -> Path:
-    """Where a released model is (or will be) cached: ``download_root`` or ``~/.cache/clip``."""
-    url = _MODELS[name]
-    root = Path(download_root) if download_root else Path("~/.cache/clip").expanduser()
-    return root / os.path.basename(url)
+    """Where a released model is (or will be) kept.
+
+    ``download_root`` when given; otherwise the first folder that already
+    holds the file, of the data folder's ``weights/`` and openai/clip's
+    ``~/.cache/clip``; otherwise ``weights/`` (where a download goes).
+    """
+    filename = os.path.basename(_MODELS[name])
+    if download_root:
+        return Path(download_root) / filename
+    places = [weights_folder() / filename, OPENAI_CACHE.expanduser() / filename]
+    return next((path for path in places if path.is_file()), places[0])
 
 
 def download_model(name: str, download_root: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Fetch a released checkpoint once (resumable, checked against the sha256 in its URL)."""
+    """The released checkpoint's path, fetched once if needed; a file already there is sha256-checked too."""
     url = _MODELS[name]
     sha256 = url.split("/")[-2]
     return download(url, checkpoint_path(name, download_root), sha256=sha256, progress=progress)
@@ -108,6 +134,13 @@ def read_state_dict(path: str | os.PathLike, trusted: bool = False) -> tuple[dic
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):   # garbage bytes fail as unpickling too
+            raise CheckpointError(f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {err}. The file "
+                                  f"is probably truncated or corrupt: delete it and fetch it again.") from err
+        raise CheckpointError(f"could not read {path}: its pickle asks for Python objects beyond tensors (it could "
+                              f"run code when opened), so it was refused unopened. Only load files from sources "
+                              f"you trust; a .safetensors copy cannot hold code.") from None
     except Exception as err:  # torch raises a zoo of types for damaged files
         raise CheckpointError(
             f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {type(err).__name__}: "
@@ -127,6 +160,27 @@ def read_state_dict(path: str | os.PathLike, trusted: bool = False) -> tuple[dic
     for prefix in ("module.", "_orig_mod."):
         consume_prefix_in_state_dict_if_present(obj, prefix)
     return obj, model_config
+
+
+def read_weights(name: str | os.PathLike, download_root: str | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """``(OpenAI-layout state dict, model_config or None)`` from a file, a folder or a hub id (not a release name).
+
+    Files: ``.pt``/``.bin`` (read by :func:`read_state_dict`, never run) and
+    ``.safetensors`` (either layout); folders: Hugging Face's or open_clip's;
+    hub ids (``owner/name``) are fetched into the hub's cache (``download_root``
+    instead, when given).
+    """
+    path = Path(name)
+    if path.is_dir():
+        return read_weights_folder(path, read_state_dict)
+    if path.is_file():
+        return read_weights_file(path, read_state_dict)
+    if isinstance(name, str) and looks_like_hub_id(name):
+        return read_weights_folder(fetch_from_hub(name, cache_dir=download_root), read_state_dict)
+    raise RuntimeError(f"Model {name} not found; available models = {available_models()}, or pass the path to "
+                       f"a checkpoint file, a Hugging Face CLIP folder, or a hub id such as "
+                       f"openai/clip-vit-base-patch32")
 
 
 def build_model(state_dict: dict[str, torch.Tensor], model_config: dict | None = None) -> CLIP:
@@ -165,17 +219,13 @@ def load(name: str, device: Union[str, torch.device, None] = None, jit: bool = F
         warnings.warn("jit=True is ignored: clip_from_scratch always returns its eager (non-TorchScript) "
                       "model, which computes the same outputs; use torch.compile(model) for speed.",
                       stacklevel=2)
-    trusted = False
-    if name in _MODELS:
-        path = download_model(name, download_root)   # sha256-checked against the release
-        trusted = True
-    elif os.path.isfile(name):
-        path = name
-    else:
-        raise RuntimeError(f"Model {name} not found; available models = {available_models()}, "
-                           f"or pass the path to a checkpoint file")
+    path = name
     try:
-        model = build_model(*read_state_dict(path, trusted=trusted))
+        if name in _MODELS:
+            path = download_model(name, download_root)   # sha256-checked against the release
+            model = build_model(*read_state_dict(path, trusted=True))
+        else:
+            model = build_model(*read_weights(name, download_root))
     except ValueError as err:  # from_state_dict: not a CLIP checkpoint
         raise CheckpointError(f"{path}: {err}") from None
     model = model.to(device).eval()

@@ -36,13 +36,13 @@ from .layers import LayerNorm, Transformer
 
 class TextEncoder(nn.Module):
     def __init__(self, context_length: int, vocab_size: int, width: int, heads: int,
-                 layers: int, embed_dim: int):
+                 layers: int, embed_dim: int, activation: str = "quick_gelu"):
         super().__init__()
         self.context_length = context_length
         self.vocab_size = vocab_size
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
-        self.transformer = Transformer(width, layers, heads, causal=True)
+        self.transformer = Transformer(width, layers, heads, causal=True, activation=activation)
         self.ln_final = LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
         nn.init.normal_(self.token_embedding.weight, std=0.02)

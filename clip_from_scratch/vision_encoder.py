@@ -30,7 +30,7 @@ from .layers import LayerNorm, Transformer, check_images
 
 class VisionEncoder(nn.Module):
     def __init__(self, image_resolution: int, patch_size: int, width: int, layers: int,
-                 heads: int, embed_dim: int):
+                 heads: int, embed_dim: int, activation: str = "quick_gelu"):
         super().__init__()
         if image_resolution % patch_size:
             raise ValueError(f"image_resolution {image_resolution} must be a multiple of patch_size {patch_size}")
@@ -43,7 +43,7 @@ class VisionEncoder(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid_size ** 2 + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads, causal=False)
+        self.transformer = Transformer(width, layers, heads, causal=False, activation=activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, embed_dim))
 

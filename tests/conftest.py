@@ -86,7 +86,9 @@ def openai_kwargs(config: CLIPConfig) -> dict:
     clip_heads = replace(config, vision_heads=None).vision_heads  # 64 channels a head, as openai/clip infers
     if config.vision_heads != clip_heads or config.transformer_heads != max(1, config.transformer_width // 64):
         raise ValueError("openai/clip infers heads as width // 64; this config cannot be made in its format")
-    return {k: v for k, v in config.to_dict().items() if k != "vision_heads"}
+    if config.activation != "quick_gelu":
+        raise ValueError("openai/clip's model computes QuickGELU only; this config cannot be made in its format")
+    return {k: v for k, v in config.to_dict().items() if k not in ("vision_heads", "activation")}
 
 
 def _make_openai_file(config: CLIPConfig, path: Path, fmt: str, seed: int) -> Path:

@@ -246,9 +246,9 @@ def test_download_weights_fetches_once_then_reuses(tmp_path, http_server, monkey
     (tmp_path / "served" / sha).mkdir(parents=True)
     (tmp_path / "served" / sha / "ViT-B-32.pt").write_bytes(payload)
     monkeypatch.setitem(openai_weights._MODELS, "ViT-B/32", f"{http_server(tmp_path / 'served')}/{sha}/ViT-B-32.pt")
-    argv = ["download", "weights", "ViT-B/32", "--data-root", str(tmp_path / "weights"), "--no-progress"]
+    argv = ["download", "weights", "ViT-B/32", "--data-root", str(tmp_path / "data"), "--no-progress"]
     assert main(argv) == 0 and "fetched" in capsys.readouterr().out
-    assert (tmp_path / "weights" / "ViT-B-32.pt").read_bytes() == payload
+    assert (tmp_path / "data" / "weights" / "ViT-B-32.pt").read_bytes() == payload   # the data folder's weights/
     assert main(argv) == 0 and "reused" in capsys.readouterr().out
     assert main(["download", "weights", "ViT-X/99"]) == 2 and "ViT-B/32" in capsys.readouterr().err
 

@@ -22,11 +22,12 @@ LAYERS = [
     ["layers"],
     ["text_encoder", "vision_encoder", "resnet_encoder"],
     ["model"],
+    ["convert"],                                              # other layouts and safetensors, in and out
     ["openai_weights", "loss"],
     ["data.shapes", "data.cifar", "data.coco"],
     ["zeroshot", "retrieval", "plotting"],
     ["train_config", "runs"],                                 # a run's settings; a run's folder and state
-    ["training_run", "train_data"],                           # processes and signals; what a run trains on
+    ["training_run", "train_data", "export"],                 # processes and signals; what a run trains on; export
     ["train"],
     ["exercises.*"],                                          # checks for the notebooks: use anything below
     ["cli"],

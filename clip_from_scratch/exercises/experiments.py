@@ -97,8 +97,7 @@ def different_settings(runs: list[Run], varied: set[str]) -> bool | None:
     """None when the runs agree on every setting that defines a run except ``varied``; else a verdict."""
     from ..train_config import TrainConfig
     # The settings a resumed run must keep are the ones that make two runs different runs.
-    # (TrainConfig.run_defining() in the generated-settings engine, RUN_DEFINING before it.)
-    defining = TrainConfig.run_defining() if hasattr(TrainConfig, "run_defining") else TrainConfig.RUN_DEFINING
+    defining = TrainConfig.run_defining()
     first = runs[0]
     for run in runs[1:]:
         for key in defining:
@@ -111,7 +110,7 @@ def different_settings(runs: list[Run], varied: set[str]) -> bool | None:
 
 def zeroshot_top1(run: Run) -> float:
     """Held-out zero-shot top-1 (%) of a shapes run, recomputed from its checkpoint as the run scored it."""
-    from ..train import load_checkpoint
+    from ..runs import load_checkpoint
     from ..train_config import TrainConfig
     from ..train_data import ShapesEvaluation
     model, tokenizer = load_checkpoint(Path(run.folder) / "checkpoint.pt", "cpu")

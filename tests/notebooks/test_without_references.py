@@ -1,7 +1,8 @@
 """Every chapter runs where learners are: with the package's own dependencies only.
 
-Colab's install cell installs the package without openai/clip (``clip``) and
-open_clip (``open_clip``). A chapter that compares with them must then skip
+Colab's install cell installs the package without openai/clip (``clip``),
+open_clip (``open_clip``) and the other extras of ``references``
+(``transformers``, ``safetensors``). A chapter that compares with them must then skip
 the comparison, say in one line what it skipped and how to install it, and
 run on to the end.
 
@@ -20,8 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
-REFERENCES = ("clip", "open_clip")
-IMPORTS_A_REFERENCE = re.compile(r"^\s*(?:import|from)\s+(?:clip|open_clip)\b", re.MULTILINE)
+REFERENCES = ("clip", "open_clip", "transformers", "safetensors")
+IMPORTS_A_REFERENCE = re.compile(r"^\s*(?:import|from)\s+(?:clip|open_clip|transformers|safetensors)\b", re.MULTILINE)
 
 
 def code_cells(path):
