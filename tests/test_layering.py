@@ -21,8 +21,9 @@ LAYERS = [
     ["text_encoder", "vision_encoder", "resnet_encoder"],
     ["model"],
     ["openai_weights", "loss"],
+    ["objectives"],                                           # chapter 08's other objectives: use the loss
     ["data.shapes", "data.cifar", "data.coco"],
-    ["zeroshot", "retrieval", "plotting"],
+    ["zeroshot", "retrieval", "plotting", "probe"],
     ["train_config", "training_run"],
     ["train_data"],
     ["train"],
