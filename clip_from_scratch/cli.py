@@ -78,6 +78,11 @@ def add_pretrain_parser(subparsers) -> None:
     for flag, field, kind, text in _PRETRAIN_OPTIONS:
         default = getattr(defaults, field)
         parser.add_argument(flag, type=kind, default=None, dest=field, help=f"{text} (shapes default: {default})")
+    parser.add_argument("--objective", choices=["contrastive", "bow", "captioning"], default=None,
+                        help="what the image encoder learns from: contrastive (CLIP: which caption in the batch "
+                             "is this image's), bow (predict the caption's bag of words) or captioning (predict "
+                             "the caption token by token); bow and captioning: shapes only "
+                             f"(default {defaults.objective})")
     parser.add_argument("--heldout", choices=["pairs", "captions"], default=None,
                         help="shapes: how the zero-shot colour x shape pairs are kept out of training: 'pairs' = "
                              "their images never appear (strict), 'captions' = their images appear but no caption "
@@ -103,7 +108,7 @@ def pretrain_config(args):
 
     given = {field: getattr(args, field) for _, field, _, _ in _PRETRAIN_OPTIONS
              if getattr(args, field) is not None}
-    for field in ("heldout", "cifar", "device", "amp", "compile"):
+    for field in ("objective", "heldout", "cifar", "device", "amp", "compile"):
         if getattr(args, field) is not None:
             given[field] = getattr(args, field)
     given["progress"] = not args.no_progress

@@ -49,7 +49,7 @@ from torch import nn
 from .errors import ConfigError
 from .layers import LayerNorm, Transformer
 from .loss import contrastive_loss
-from .model import CLIPConfig
+from .model import CLIP, CLIPConfig
 
 #: The objectives, in the order of the paper's Figure 2 legend (fastest learner first).
 OBJECTIVES = ("contrastive", "bow", "captioning")
@@ -201,6 +201,58 @@ def make_objective(name: str, config: CLIPConfig) -> nn.Module:
     raise ConfigError(f"unknown objective {name!r}: choose one of {', '.join(OBJECTIVES)}")
 
 
+class CLIPWithObjective(CLIP):
+    """A CLIP trained by another objective: the same towers, plus ``objective`` (its head) beside them.
+
+    What a ``bow`` or ``captioning`` run trains and saves: the image encoder
+    learns through the head; the text tower is built (so the checkpoint has
+    CLIP's layout) but never trained. ``state_dict()`` holds CLIP's keys and
+    ``objective.*``.
+
+    >>> config = CLIPConfig(embed_dim=8, image_resolution=8, vision_layers=1, vision_width=8, vision_patch_size=4,
+    ...                     context_length=8, vocab_size=20, transformer_width=8, transformer_heads=1,
+    ...                     transformer_layers=1)
+    >>> sorted({k.split(".")[0] for k in CLIPWithObjective(config, "bow").state_dict()})[:3]
+    ['ln_final', 'logit_scale', 'objective']
+    """
+
+    def __init__(self, config: CLIPConfig, objective: str):
+        if objective == "contrastive":
+            raise ConfigError("a contrastive run trains a plain CLIP: use CLIP(config)")
+        super().__init__(config)
+        self.objective_name = objective
+        self.objective = make_objective(objective, config)
+
+    def loss(self, images, tokens, eot_index) -> torch.Tensor:
+        return self.objective.loss(self, images, tokens, eot_index)
+
+    def class_scores(self, images, prompt_tokens, num_classes: int) -> torch.Tensor:
+        return self.objective.class_scores(self, images, prompt_tokens, num_classes)
+
+    def training_network(self) -> nn.Module:
+        """What the step runs (and DDP wraps): the image tower and the head, not the idle text tower."""
+        return ImageSideLoss(self.visual, self.objective)
+
+
+class ImageSideLoss(nn.Module):
+    """``forward(images, tokens, eot_index) -> loss``: only parameters that get a gradient (DDP insists)."""
+
+    def __init__(self, visual: nn.Module, objective: nn.Module):
+        super().__init__()
+        self.visual, self.objective = visual, objective
+
+    def encode_image(self, images):
+        return self.visual(images)
+
+    def forward(self, images, tokens, eot_index):
+        return self.objective.loss(self, images, tokens, eot_index)
+
+
+def objective_of(model) -> nn.Module:
+    """The objective a model was trained with: its head, or the contrastive one for a plain CLIP."""
+    return model.objective if isinstance(model, CLIPWithObjective) else ContrastiveObjective()
+
+
 @torch.no_grad()
 def zeroshot_top1(objective, model, tokenize, images, labels, classnames, templates, batch_size: int = 500) -> float:
     """Top-1 (%) of images (normalised floats ``[N, 3, R, R]``) among ``classnames``, by ``objective``'s scores.
@@ -217,3 +269,22 @@ def zeroshot_top1(objective, model, tokenize, images, labels, classnames, templa
                         for chunk in images.split(batch_size)])
     model.train(modes[0]), objective.train(modes[1])
     return 100 * (scores.argmax(dim=1).cpu() == torch.as_tensor(labels)).float().mean().item()
+
+
+def images_to_reach(images_seen, accuracy, target: float) -> float:
+    """Images seen when an evaluation curve first reaches ``target`` (%), linear between evaluations.
+
+    ``inf`` when it never does. Figure 2's efficiency ratio is the ratio of two of these.
+
+    >>> images_to_reach([100, 200, 300], [10.0, 30.0, 50.0], 40.0)
+    250.0
+    >>> images_to_reach([100, 200], [10.0, 20.0], 40.0)
+    inf
+    """
+    previous = (0, 0.0)            # before training: no images, no accuracy to speak of
+    for seen, score in zip(images_seen, accuracy):
+        if score >= target:
+            (x0, y0), (x1, y1) = previous, (seen, score)
+            return float(x1 if y1 == y0 else x0 + (target - y0) / (y1 - y0) * (x1 - x0))
+        previous = (seen, score)
+    return float("inf")

@@ -45,6 +45,7 @@ from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .data.pairs import ImageCaptionPairs
 from .loss import contrastive_loss
 from .model import CLIP, ArchitectureMismatchError, CLIPConfig
+from .objectives import CLIPWithObjective
 from .tokenizer import Tokenizer
 from .train_config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
 from .train_data import load_pairs, make_evaluation
@@ -84,6 +85,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     check_output_folder(out_dir, resume, overwrite, rank)
     state = read_resume_state(out_dir, device) if resume else None
     if state is not None:
+        check_same_objective(state["train_config"], config, out_dir)
         check_same_run(state["train_config"], config, out_dir)
     elif rank == 0:
         clear_old_results(out_dir)
@@ -101,12 +103,12 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     evaluation = evaluation if evaluation is not None else make_evaluation(config, rank, world_size)
     images = keep_on_device_if_it_fits(pairs.images, device)
 
-    model = CLIP(config.model_config(tokenizer.vocab_size)).to(device)
+    model = build_model(config.model_config(tokenizer.vocab_size), config.objective).to(device)
     optimizer = make_optimizer(model, config, device)
     amp_dtype = pick_amp(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history = {"step": [], "loss": [], "logit_scale": [], "lr": []}
-    evals = {"step": [], evaluation.metric: []}
+    evals = {"step": [], "images_seen": [], evaluation.metric: []}
     step, seconds_before = 0, 0.0
     if state is not None:   # pick up exactly where the checkpoint left off
         try:
@@ -121,7 +123,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         seconds_before = state.get("train_seconds", 0.0)
 
     # Under torchrun, DDP averages gradients; the loss gathers features from every process.
-    net = FeaturesForLoss(model)
+    net = FeaturesForLoss(model) if config.objective == "contrastive" else model.training_network()
     if world_size > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     if config.compile:
@@ -187,8 +189,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                 stop_now = any_rank(stop_now or stop.requested, world_size, device)
                 if evaluate_now:
                     score = evaluation.score(model, tokenize)
-                    evals["step"].append(step)
-                    evals[evaluation.metric].append(score)
+                    record_eval(evals, step, config.batch_size, evaluation.metric, score)
                     bar.write(f"step {step}: {evaluation.metric} {score:.1f}%")
                 if save_now:
                     checkpoint()
@@ -206,8 +207,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
 
     elapsed = time.perf_counter() - started
     final = evaluation.final(model, tokenize)
-    evals["step"].append(step)
-    evals[evaluation.metric].append(final[evaluation.metric])
+    record_eval(evals, step, config.batch_size, evaluation.metric, final[evaluation.metric])
     checkpoint()
     metrics = dict(**final, data=config.data, step=step, final_loss=history["loss"][-1],
                    logit_scale=history["logit_scale"][-1], train_seconds=round(seconds_before + elapsed, 1),
@@ -232,13 +232,34 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         tokens = tokenizer(["a red circle"], context_length=model.config.context_length)
     """
     state = read_checkpoint(path, device)
-    model = CLIP(CLIPConfig.from_dict(state["model_config"]))
+    objective = state.get("train_config", {}).get("objective", "contrastive")
+    model = build_model(CLIPConfig.from_dict(state["model_config"]), objective)
     model.load_state_dict(state["model"])
     tokenizer = Tokenizer.from_dict(state["tokenizer"])
     return model.to(device).eval(), tokenizer
 
 
 # ----------------------------------------------------------------------------- pieces of a step
+def build_model(model_config: CLIPConfig, objective: str = "contrastive") -> CLIP:
+    """A plain CLIP for the contrastive objective; a CLIP with the objective's head for the others."""
+    return CLIP(model_config) if objective == "contrastive" else CLIPWithObjective(model_config, objective)
+
+
+def check_same_objective(saved: dict, config: TrainConfig, out_dir: Path) -> None:
+    """A run cannot change what it learns from half way: one line that says what to do instead."""
+    before = saved.get("objective", "contrastive")
+    if before != config.objective:
+        raise TrainingError(f"{out_dir} holds a {before} run: --objective {config.objective} cannot resume it; "
+                            f"start the {config.objective} run in another --out folder (or --overwrite this one)")
+
+
+def record_eval(evals: dict, step: int, batch_size: int, metric: str, score: float) -> None:
+    """One point of the evaluation curve: the step, the images seen so far (Figure 2's x axis), the score."""
+    evals["step"].append(step)
+    evals.setdefault("images_seen", []).append(step * batch_size)
+    evals[metric].append(score)
+
+
 class FeaturesForLoss(nn.Module):
     """The two encoders and the logit scale: what the loss needs (DDP wraps this)."""
 
@@ -260,7 +281,10 @@ def batch_loss(net: nn.Module, batch, amp_dtype: torch.dtype | None, distributed
     """
     pixels, text, eot_index = batch
     with torch.autocast(pixels.device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
-        image_features, text_features, logit_scale = net(pixels, text, eot_index)
+        outputs = net(pixels, text, eot_index)
+    if not isinstance(outputs, tuple):   # bow, captioning (objectives.py): the loss itself, taken in float32
+        return outputs.float()
+    image_features, text_features, logit_scale = outputs
     return contrastive_loss(F.normalize(image_features.float(), dim=-1), F.normalize(text_features.float(), dim=-1),
                             logit_scale.float(), distributed=distributed)
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
 from .model import CLIPConfig
+from .objectives import OBJECTIVES
 
 #: Changes from the defaults per COCO preset. Times: see the README (measured where we could).
 PRESETS: dict[str, dict] = {
@@ -81,6 +82,8 @@ class TrainConfig:
     transformer_heads: int = 2
     embed_dim: int = 64               # the shared space both towers project into
     context_length: int = 32          # longer captions are cut (their end-of-text token kept)
+    # what the image encoder learns from (chapter 08; objectives.py)
+    objective: str = "contrastive"    # contrastive (CLIP) | bow (the caption's bag of words) | captioning (its tokens)
     # optimisation
     steps: int = 2_000
     batch_size: int = 128             # global batch (split across processes under torchrun)
@@ -108,7 +111,7 @@ class TrainConfig:
                     "eval_images", "bpe_merges", "image_encoder", "vision_patch_size", "vision_width",
                     "vision_layers", "vision_heads", "transformer_width", "transformer_layers", "transformer_heads",
                     "embed_dim",
-                    "context_length", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "beta1",
+                    "context_length", "objective", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "beta1",
                     "beta2", "eps", "grad_clip", "seed")
 
     def __post_init__(self):
@@ -126,6 +129,11 @@ class TrainConfig:
             problems.append("num_images must be a number for shapes (they are drawn, not downloaded)")
         if not self.lr > 0:
             problems.append(f"lr must be positive (got {self.lr})")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {', '.join(OBJECTIVES)} (got {self.objective!r})")
+        elif self.objective != "contrastive" and self.data != "shapes":
+            problems.append(f"objective {self.objective!r} is scored by zero-shot on shapes; COCO's retrieval "
+                            f"needs a text encoder, which only the contrastive objective trains: use --data shapes")
         if self.image_encoder not in ("vit", "resnet"):
             problems.append(f"image_encoder must be 'vit' or 'resnet' (got {self.image_encoder!r})")
         elif self.image_encoder == "resnet" and self.image_resolution % 32:

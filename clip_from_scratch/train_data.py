@@ -19,8 +19,10 @@ from __future__ import annotations
 import torch
 
 from .data.pairs import ImageCaptionPairs
+from .objectives import CLIPWithObjective, zeroshot_top1
 from .train_config import TrainConfig, available_memory_bytes
 from .training_run import TrainingError
+from .transforms import normalize
 from .zeroshot import TEMPLATES, zeroshot_accuracy
 
 
@@ -78,6 +80,9 @@ class ShapesEvaluation:
         self.heldout_pairs = [" ".join(pair) for pair in shapes.HELD_OUT]
 
     def score(self, model, tokenize) -> float:
+        if isinstance(model, CLIPWithObjective):   # bow, captioning: each scores the prompts its own way
+            return zeroshot_top1(model.objective, model, tokenize, normalize(self.set["images"]), self.set["labels"],
+                                 self.set["classnames"], self.set["templates"])
         return zeroshot_accuracy(model, tokenize, self.set["images"], self.set["labels"],
                                  self.set["classnames"], self.set["templates"])
 
