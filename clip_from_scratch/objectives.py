@@ -99,9 +99,10 @@ class BagOfWordsObjective(nn.Module):
 
     **Token set, not word set.** The target is the caption's set of BPE tokens
     (the run's own vocabulary), so the head and the zero-shot prompts need no
-    second, word-level vocabulary; with the course's few merges almost every
-    shapes word ("red", "circle") is one token, so tokens and words nearly
-    coincide. A repeated token counts once (a *set*, as the paper's bag).
+    second, word-level vocabulary. With the shapes run's 100 merges every colour
+    and shape name ("red", "circle") is one token, so on the words zero-shot
+    asks about, tokens and words coincide; a rarer word ("left") is split into
+    pieces, each of which joins the bag. A repeated token counts once (a *set*).
 
     **Softmax over the normalised bag, not one sigmoid per word.** The loss is
     the cross-entropy between the head's softmax and the caption's tokens
