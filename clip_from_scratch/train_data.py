@@ -23,7 +23,7 @@ from .errors import TrainingError
 from .objectives import CLIPWithObjective, zeroshot_top1
 from .train_config import TrainConfig, available_memory_bytes
 from .transforms import normalize
-from .zeroshot import TEMPLATES, zeroshot_accuracy
+from .zeroshot import TEMPLATE_SETS, zero_shot_accuracy
 
 
 def load_pairs(config: TrainConfig, rank: int = 0, world_size: int = 1) -> ImageCaptionPairs:
@@ -83,7 +83,7 @@ class ShapesEvaluation:
         if isinstance(model, CLIPWithObjective):   # bow, captioning: each scores the prompts its own way
             return zeroshot_top1(model.objective, model, tokenize, normalize(self.set["images"]), self.set["labels"],
                                  self.set["classnames"], self.set["templates"])
-        return zeroshot_accuracy(model, tokenize, self.set["images"], self.set["labels"],
+        return zero_shot_accuracy(model, tokenize, self.set["images"], self.set["labels"],
                                  self.set["classnames"], self.set["templates"])
 
     def final(self, model, tokenize) -> dict:
@@ -147,7 +147,7 @@ def cifar_zero_shot(model, tokenize, name: str, root=None) -> dict | None:
     names = cifar.classnames(test)
     features, labels = encode_images(model, test, device=device, progress=False)
     accuracy = {}
-    for kind, templates in TEMPLATES.items():
+    for kind, templates in TEMPLATE_SETS.items():
         classifier = zero_shot_classifier(model, names, templates, tokenizer=tokenize, device=device,
                                           progress=False)
         result = zero_shot_metrics(zero_shot_logits(features, classifier.float().cpu()), labels, names, (1, 5),

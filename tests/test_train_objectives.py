@@ -57,6 +57,6 @@ def test_unknown_objective_on_the_command_line(capsys):
 
 def test_evaluating_a_bow_run_with_text_embeddings_is_refused_in_one_line(tmp_path, capsys):
     train(TrainConfig(out_dir=str(tmp_path), objective="bow", **TINY))
-    assert main(["zeroshot", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--dataset", "shapes"]) == 2
+    assert main(["zeroshot", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--data", "shapes"]) == 2
     error = capsys.readouterr().err
     assert "holds a bow run: its text tower was never trained" in error and "Traceback" not in error
