@@ -271,6 +271,10 @@ def load_model_for_evaluation(args, device, truncate: bool = False):
     from .runs import load_checkpoint
     from .transforms import eval_transform
     model, tokenizer = load_checkpoint(args.checkpoint, device=device)
+    if getattr(model, "objective_name", "contrastive") != "contrastive":
+        raise CourseError(f"{args.checkpoint} holds a {model.objective_name} run: its text tower was never trained, "
+                          f"so embedding text with it scores noise. Its zero-shot score on shapes is in its "
+                          f"metrics.json; chapter 08 shows how such a model classifies")
     return (model, eval_transform(model.config.image_resolution),
             partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=truncate))
 

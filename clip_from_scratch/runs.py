@@ -21,7 +21,7 @@ and RNG states as tensors for that reason. Keys (``CHECKPOINT_VERSION`` 1)::
     train_config   TrainConfig as a dict                           |  RESUME_KEYS: what
     rng            {"torch": ByteTensor, "cuda": [ByteTensor, ...]}|  continuing a run needs
     history        {"step": [...], "loss": [...], "logit_scale": [...], "lr": [...]}
-    evals          {"step": [...], "zeroshot_top1": [...]}        /
+    evals          {"step": [...], "zeroshot_top1": [...], "images_seen": [...]} /
     train_seconds  seconds of training so far, across resumes
 
 Reading a run back for evaluation needs nothing of the training loop::
@@ -45,6 +45,7 @@ import torch
 from .errors import ArchitectureMismatchError, CourseError, TrainingError
 from .files import atomic_write
 from .model import CLIP, CLIPConfig
+from .objectives import CLIPWithObjective
 from .tokenizer import Tokenizer
 
 CHECKPOINT = "checkpoint.pt"
@@ -125,10 +126,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         tokens = tokenizer(["a red circle"], context_length=model.config.context_length)
     """
     state = read_checkpoint(path, device)
-    model = CLIP(CLIPConfig.from_dict(state["model_config"]))
+    config, objective = CLIPConfig.from_dict(state["model_config"]), trained_objective(state)
+    model = CLIP(config) if objective == "contrastive" else CLIPWithObjective(config, objective)
     model.load_state_dict(state["model"])
     tokenizer = Tokenizer.from_dict(state["tokenizer"])
     return model.to(device).eval(), tokenizer
+
+
+def trained_objective(state: dict) -> str:
+    """What a checkpoint's image encoder learnt from: ``contrastive`` (CLIP; also every older file), ``bow``
+    or ``captioning`` (chapter 08: then the model is a :class:`CLIPWithObjective`)."""
+    return (state.get("train_config") or {}).get("objective", "contrastive")
 
 
 def rng_state() -> dict:
@@ -176,6 +184,8 @@ class TrainState:
         """Record an evaluation ``score`` at the current step."""
         self.evals["step"].append(self.step)
         self.evals[metric].append(score)
+        # Figure 2's x axis: runs of different batch sizes compare at the same number of images
+        self.evals.setdefault("images_seen", []).append(self.step * self.config.batch_size)
 
     @classmethod
     def from_checkpoint(cls, saved: dict, model, optimizer, scaler, tokenizer: Tokenizer, config,
@@ -247,8 +257,17 @@ def prepare_run_folder(config, resume: bool, overwrite: bool, rank: int, device:
     if missing:
         raise TrainingError(f"{out_dir / CHECKPOINT} cannot be resumed: it lacks {missing} (it holds weights "
                             "only). Start a new run with --overwrite, or in another --out folder.")
+    check_same_objective(saved, config, out_dir)
     check_same_run(saved.get("train_config", {}), config, out_dir)
     return saved
+
+
+def check_same_objective(saved: dict, config, out_dir: Path) -> None:
+    """A run cannot change what it learns from half way: one line that says what to do instead."""
+    before = trained_objective(saved)
+    if before != config.objective:
+        raise TrainingError(f"{out_dir} holds a {before} run: --objective {config.objective} cannot resume it; "
+                            f"start the {config.objective} run in another --out folder (or --overwrite this one)")
 
 
 def check_same_run(saved: dict, config, out_dir: Path) -> None:
@@ -275,10 +294,12 @@ def write_results(out_dir: Path, metrics: dict, history: dict, evals: dict) -> N
     """``metrics.json`` and ``loss_curve.png``, each written whole or not at all."""
     with atomic_write(Path(out_dir) / METRICS, "w") as f:
         f.write(json.dumps(metrics, indent=2))
-    save_loss_curve(history, evals, Path(out_dir) / LOSS_CURVE, title=metrics.get("data", "shapes"))
+    save_loss_curve(history, evals, Path(out_dir) / LOSS_CURVE, title=metrics.get("data", "shapes"),
+                    objective=metrics.get("config", {}).get("objective", "contrastive"))
 
 
-def save_loss_curve(history: dict, evals: dict, path: Path, title: str = "shapes") -> None:
+def save_loss_curve(history: dict, evals: dict, path: Path, title: str = "shapes",
+                    objective: str = "contrastive") -> None:
     """Loss and logit scale against step, and the evaluation score where it was measured."""
     from matplotlib.figure import Figure  # no pyplot: leaves a notebook's plotting backend alone
 
@@ -286,8 +307,8 @@ def save_loss_curve(history: dict, evals: dict, path: Path, title: str = "shapes
     ax_loss, ax_scale = fig.subplots(1, 2)
     ax_loss.plot(history["step"], history["loss"], lw=0.8)
     label = "shapes, not COCO" if title == "shapes" else title
-    ax_loss.set(xlabel="step", ylabel="contrastive loss", title=f"training loss ({label})")
-    metric = next((key for key in evals if key != "step"), "zeroshot_top1")
+    ax_loss.set(xlabel="step", ylabel=f"{objective} loss", title=f"training loss ({label})")
+    metric = next((key for key in evals if key not in ("step", "images_seen")), "zeroshot_top1")
     if evals["step"]:
         ax_acc = ax_loss.twinx()
         ax_acc.plot(evals["step"], evals[metric], "o-", color="C1")

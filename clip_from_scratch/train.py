@@ -61,6 +61,7 @@ from .data.pairs import ImageCaptionPairs
 from .errors import TrainingDiverged, TrainingError  # noqa: F401  (re-exported: train.TrainingError, ...)
 from .loss import contrastive_loss
 from .model import CLIP
+from .objectives import CLIPWithObjective
 from .runs import CHECKPOINT, TrainState, load_checkpoint, prepare_run_folder, save_state, write_results  # noqa: F401
 from .tokenizer import Tokenizer
 from .train_config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
@@ -225,8 +226,29 @@ class Contrastive:
                                 distributed=distributed)
 
 
-#: Every objective by name (``TrainConfig.objective`` when a branch adds others; contrastive otherwise).
-OBJECTIVES = {"contrastive": Contrastive}
+class PredictTheCaption:
+    """The paper's other two objectives (objectives.py): predict the caption's bag of words (``bow``) or
+    its tokens one by one (``captioning``) from the image. The model is a CLIP with the objective's head
+    beside it; the text tower is built but idle, and the step runs only the image tower and the head."""
+
+    def __init__(self, config: TrainConfig):
+        self.config, self.name = config, config.objective
+
+    def build_model(self, config: TrainConfig, vocab_size: int) -> CLIPWithObjective:
+        return CLIPWithObjective(config.model_config(vocab_size), config.objective)
+
+    def network(self, model: CLIPWithObjective) -> nn.Module:
+        return model.training_network()
+
+    def forward(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        return net(batch.images, batch.text, batch.eot_index)      # the loss itself (log-softmax in float32)
+
+    def loss(self, outputs: torch.Tensor, batch: Batch, distributed: bool = False) -> torch.Tensor:
+        return outputs.float()   # no term across the batch: DDP's averaged gradients are the whole story
+
+
+#: Every objective by name (``TrainConfig.objective``).
+OBJECTIVES = {"contrastive": Contrastive, "bow": PredictTheCaption, "captioning": PredictTheCaption}
 
 
 def objective_for(config: TrainConfig):
@@ -263,7 +285,8 @@ def start_state(config: TrainConfig, tokenizer: Tokenizer, device: torch.device,
     optimizer = make_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=pick_amp(config.amp, device) == torch.float16)
     if saved is None:
-        return TrainState(model, optimizer, scaler, tokenizer, config, evals={"step": [], metric: []})
+        evals = {"step": [], metric: [], "images_seen": []}
+        return TrainState(model, optimizer, scaler, tokenizer, config, evals=evals)
     return TrainState.from_checkpoint(saved, model, optimizer, scaler, tokenizer, config, source=str(source))
 
 

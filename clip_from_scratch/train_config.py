@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .errors import ConfigError
 from .model import CLIPConfig
+from .objectives import OBJECTIVES
 
 #: Changes from the defaults per COCO preset. Times: see the README (measured where we could).
 COCO_PRESETS: dict[str, dict] = {
@@ -117,6 +118,11 @@ class TrainConfig:
     transformer_heads: int = setting(2, "attention heads of the text transformer")
     embed_dim: int = setting(64, "width of the shared embedding space both towers project into")
     context_length: int = setting(32, "caption tokens (longer captions are cut, their end-of-text token kept)")
+    # what the image encoder learns from (chapter 08; objectives.py)
+    objective: str = setting("contrastive", "what the image encoder learns from: contrastive (CLIP: which caption "
+                             "in the batch is this image's), bow (predict the caption's bag of words) or captioning "
+                             "(predict the caption token by token); bow and captioning: shapes only",
+                             choices=OBJECTIVES)
     # optimisation
     steps: int = setting(2_000, "optimisation steps (the learning-rate schedule spans them)")
     batch_size: int = setting(128, "image-caption pairs per step, at least 2 (under torchrun, the global batch, "
@@ -158,6 +164,9 @@ class TrainConfig:
         problems = [f"{f.name} must be one of {', '.join(f.metadata['choices'])} (got {getattr(self, f.name)!r})"
                     for f in fields(self) if f.metadata.get("choices")
                     and getattr(self, f.name) not in f.metadata["choices"]]
+        if self.objective != "contrastive" and self.data != "shapes":
+            problems.append(f"objective {self.objective!r} is scored by zero-shot on shapes; COCO's retrieval "
+                            f"needs a text encoder, which only the contrastive objective trains: use --data shapes")
         if self.steps < 1:
             problems.append(f"steps must be at least 1 (got {self.steps})")
         if self.batch_size < 2:

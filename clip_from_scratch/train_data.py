@@ -21,7 +21,9 @@ import torch
 from .data.pairs import ImageCaptionPairs
 from .errors import TrainingError
 from .model import evaluation_mode
+from .objectives import CLIPWithObjective, zeroshot_top1
 from .train_config import TrainConfig, available_memory_bytes
+from .transforms import normalize
 from .zeroshot import TEMPLATE_SETS, zero_shot_accuracy
 
 
@@ -79,6 +81,9 @@ class ShapesEvaluation:
         self.heldout_pairs = [" ".join(pair) for pair in shapes.HELD_OUT]
 
     def score(self, model, tokenize) -> float:
+        if isinstance(model, CLIPWithObjective):   # bow, captioning: each scores the prompts its own way
+            return zeroshot_top1(model.objective, model, tokenize, normalize(self.set["images"]), self.set["labels"],
+                                 self.set["classnames"], self.set["templates"])
         return zero_shot_accuracy(model, tokenize, self.set["images"], self.set["labels"],
                                  self.set["classnames"], self.set["templates"])
 
