@@ -223,7 +223,7 @@ def coco_server(folder, drop_once=(), latency: float = 0.0):
 
 def use_server(monkeypatch, server: CocoServer, tree: CocoTree) -> None:
     """Point the COCO code at ``server`` and make it accept ``tree``'s annotations zip."""
-    from clip_from_scratch.data import coco
+    from clip_from_scratch.data import coco, coco_fetch
     monkeypatch.setenv(coco.URL_ENV_VAR, server.url)
     monkeypatch.setitem(coco.ANNOTATIONS, "md5", tree.annotations_md5)
-    monkeypatch.setattr(coco, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(coco_fetch, "BACKOFF_SECONDS", 0.01)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clip_from_scratch"
 # Lowest first. Modules in one layer may not import each other.
 LAYERS = [
     ["errors", "course", "files", "data.pairs"],              # no package imports at all
-    ["download", "torchscript_archive", "transforms", "checkpoint"],   # files and pixels
+    ["download", "torchscript_archive", "transforms", "checkpoint", "data.coco_fetch"],   # files and pixels
     ["clip_vocab"],                                           # where CLIP's vocabulary file comes from
     ["tokenizer"],
     ["bpe"],                                                  # training a tokenizer sits above using one
