@@ -143,12 +143,17 @@ class CocoHandler(http.server.BaseHTTPRequestHandler):
     Class attributes (set per server): ``folder``, ``drop_once`` (image ids
     whose first transfer stops half-way), ``latency`` (seconds slept before
     each response, to stand in for a real network's round trip), ``requests``
-    (a list of ``(path, Range header)``).
+    (a list of ``(path, Range header)``), ``misbehave`` (see :data:`MISBEHAVIOURS`:
+    ``{image id: behaviour}``, ``"*"`` for every image; change it while the
+    server runs to "fix" the server), ``released`` (set on stop: silent
+    answers end).
     """
     folder: Path = Path(".")
     drop_once: set = set()
     latency: float = 0.0
     requests: list = []
+    misbehave: dict = {}
+    released: threading.Event = threading.Event()
     lock = threading.Lock()
 
     def do_GET(self):
@@ -156,6 +161,12 @@ class CocoHandler(http.server.BaseHTTPRequestHandler):
             type(self).requests.append((self.path, self.headers.get("Range")))
         if self.latency:
             time.sleep(self.latency)
+        if self.path.endswith(".jpg"):
+            image_id = int(Path(self.path).stem)
+            behaviour = self.misbehave.get(image_id, self.misbehave.get("*"))
+            if behaviour:
+                self._misbehave(behaviour)
+                return
         path = (self.folder / self.path.lstrip("/")).resolve()
         if self.folder.resolve() not in path.parents or not path.is_file():
             self.send_error(404)
@@ -183,8 +194,44 @@ class CocoHandler(http.server.BaseHTTPRequestHandler):
             return
         self.wfile.write(body)
 
+    def _misbehave(self, behaviour: str) -> None:
+        if behaviour == "silent":          # accepts, reads the request, never answers
+            self.released.wait()
+            self.close_connection = True
+            return
+        if behaviour in ("403", "503", "404"):
+            self.send_error(int(behaviour))
+            return
+        body = {"html": b"<html><body>Daily quota exceeded. Log in to continue.</body></html>",
+                "empty": b"", "trickle": b"\xff\xd8" + bytes(4000)}.get(behaviour, b"")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8" if behaviour == "html" else "image/jpeg")
+        self.send_header("Content-Length", str(300 * 2**20 if behaviour == "huge" else len(body)))
+        self.end_headers()
+        if behaviour == "trickle":         # one byte at a time, never long enough apart to time out a read
+            for byte in body:
+                if self.released.wait(0.05):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        elif behaviour == "huge":          # says 300 MiB; sends a first block, then closes
+            self.wfile.write(bytes(1 << 16))
+        else:
+            self.wfile.write(body)
+
     def log_message(self, *args):
         pass
+
+
+#: What ``CocoHandler.misbehave`` can make an image answer do.
+MISBEHAVIOURS = {
+    "silent": "accept the connection and the request, then say nothing",
+    "trickle": "a 200 image/jpeg whose bytes come one at a time, 50 ms apart",
+    "html": "a 200 text/html quota page",
+    "empty": "a 200 image/jpeg with a 0-byte body",
+    "403": "HTTP 403", "503": "HTTP 503", "404": "HTTP 404",
+    "huge": "a 200 image/jpeg whose Content-Length says 300 MiB",
+}
 
 
 @dataclass
@@ -201,20 +248,22 @@ class CocoServer:
         return [r for r in self.handler.requests if r[0].endswith(".jpg")]
 
     def stop(self) -> None:
+        self.handler.released.set()
         stop_server(self.httpd)
 
 
-def start_coco_server(folder, drop_once=(), latency: float = 0.0) -> CocoServer:
+def start_coco_server(folder, drop_once=(), latency: float = 0.0, misbehave=None) -> CocoServer:
     handler = type("Handler", (CocoHandler,), {"folder": Path(folder), "drop_once": set(drop_once),
-                                               "latency": latency, "requests": []})
+                                               "latency": latency, "requests": [], "misbehave": dict(misbehave or {}),
+                                               "released": threading.Event()})
     httpd = start_server(handler)
     return CocoServer(server_url(httpd), handler, httpd)
 
 
 @contextlib.contextmanager
-def coco_server(folder, drop_once=(), latency: float = 0.0):
+def coco_server(folder, drop_once=(), latency: float = 0.0, misbehave=None):
     """Serve ``folder`` on 127.0.0.1 (a free port) for the ``with`` block; yields a :class:`CocoServer`."""
-    server = start_coco_server(folder, drop_once, latency)
+    server = start_coco_server(folder, drop_once, latency, misbehave)
     try:
         yield server
     finally:

@@ -62,6 +62,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import sys
 import threading
 import time
@@ -394,7 +395,7 @@ class CocoCaptions(torch.utils.data.Dataset):
                 "failed_reasons": reasons, "ids_sha256": meta.get("ids_sha256")}
 
     # --- building the cache
-    def _build(self, download_missing, progress, keep_jpeg, workers, timeout, previous: dict | None = None):
+    def _build(self, download_missing, progress, keep_jpeg, workers, timeout):
         split, resolution, root = self.split, self.resolution, self.root
         jpeg_dir = root / "coco" / split
         if not download_missing and not jpeg_dir.is_dir():
@@ -409,7 +410,7 @@ class CocoCaptions(torch.utils.data.Dataset):
             image_ids, captions = image_ids[:self.max_images], captions[:self.max_images]
         builder = _CacheBuilder(self.cache_dir, image_ids, resolution, jpeg_dir, base_url(), split,
                                 download_missing, keep_jpeg, workers, timeout, self.max_images)
-        status, stats = builder.run(progress, previous)
+        status, stats = builder.run(progress)
         n = len(image_ids)
         not_yet = np.flatnonzero(np.isin(status, NOT_YET))
         if builder.stopped_because or (len(not_yet) and not download_missing) or len(not_yet) > MAX_RETRY_FRACTION * n:
@@ -434,14 +435,70 @@ class CocoCaptions(torch.utils.data.Dataset):
         return meta, {**_stats_of(meta), "fetched": stats["fetched"], "cached": stats["cached"]}
 
     def _retry(self, meta, progress, keep_jpeg, workers, timeout):
-        """Try the images a finished cache lists as failed for now; keep the cache as it is if they fail again."""
+        """Fetch the images a finished cache lists as failed for now, and add those that arrive.
+
+        They are fetched into a small cache of their own (``<cache>/retry``);
+        the big one is rewritten only when something arrived, so an offline
+        learner's run costs a few refused connections, not a copy of the cache.
+        """
+        retry = set(meta["retry_ids"])
         try:
-            return self._build(True, progress, keep_jpeg, workers, timeout, previous=meta)
-        except CocoUnavailable as err:
-            print(f"COCO {self.split}: {len(meta['retry_ids'])} images that failed before could not be fetched "
-                  f"this time either; using the cache as it is ({len(meta['image_ids'])} images). "
-                  f"{str(err).splitlines()[0]}", file=sys.stderr)
-            return meta, _stats_of(meta)
+            image_ids, captions = load_captions(self.split, self.root, True, progress)
+        except (DownloadError, FileNotFoundError, CocoCacheError) as err:
+            return self._as_it_is(meta, str(err))
+        wanted = [(i, c) for i, c in zip(image_ids, captions) if i in retry]
+        builder = _CacheBuilder(self.cache_dir / "retry", [i for i, _ in wanted], self.resolution,
+                                self.root / "coco" / self.split, base_url(), self.split, True, keep_jpeg, workers,
+                                timeout, self.max_images)
+        status, stats = builder.run(progress)
+        arrived = [k for k, state in enumerate(status) if state == DONE]
+        final = [k for k, state in enumerate(status) if state in PERMANENT_FAILURES]
+        if not arrived and not final:
+            rows = np.flatnonzero(np.isin(status, NOT_YET))
+            return self._as_it_is(meta, builder.stopped_because or builder.failure_summary(rows, status).strip())
+        merged = _merge_rows(self.cache_dir, meta, builder, [wanted[k] for k in arrived], arrived, self.resolution)
+        still = [wanted[k][0] for k, state in enumerate(status) if state in NOT_YET]
+        reasons = {key: why for key, why in meta["failed_reasons"].items()
+                   if int(key) not in {wanted[k][0] for k in arrived}}
+        reasons.update({str(wanted[k][0]): builder.reason(k, status) for k in [*final, *np.flatnonzero(
+            np.isin(status, NOT_YET))]})
+        meta = {**meta, **merged, "failed_ids": sorted([*meta["failed_ids"], *(wanted[k][0] for k in final)]),
+                "retry_ids": still, "failed_reasons": reasons}
+        tmp = self.cache_dir / "meta.json.tmp"
+        tmp.write_text(json.dumps({"format": CACHE_FORMAT, "split": self.split, "resolution": self.resolution,
+                                   "max_images": self.max_images, "dtype": "uint8",
+                                   "shape": [len(meta["image_ids"]), 3, self.resolution, self.resolution], **meta}),
+                       encoding="utf-8")
+        os.replace(tmp, self.cache_dir / "meta.json")
+        shutil.rmtree(self.cache_dir / "retry", ignore_errors=True)
+        return meta, {**_stats_of(meta), "fetched": stats["fetched"], "cached": len(meta["image_ids"]) - len(arrived)}
+
+    def _as_it_is(self, meta: dict, why: str) -> tuple[dict, dict]:
+        print(f"COCO {self.split}: the {len(meta['retry_ids'])} images that failed before could not be fetched "
+              f"this time either ({why.splitlines()[0] if why else 'no reason given'}); using the cache as it is "
+              f"({len(meta['image_ids'])} images).", file=sys.stderr)
+        return meta, _stats_of(meta)
+
+
+def _merge_rows(folder: Path, meta: dict, builder, new: list, new_rows: list, resolution: int) -> dict:
+    """Write ``images.u8`` again with the rows that arrived on a retry put in id order; returns ids and captions."""
+    side = 3 * resolution * resolution
+    old = np.memmap(folder / "images.u8", np.uint8, "r", shape=(len(meta["image_ids"]), side)) \
+        if meta["image_ids"] else np.zeros((0, side), np.uint8)
+    fresh = np.memmap(builder.images_part, np.uint8, "r", shape=(len(builder.image_ids), side))
+    # (id, from the new rows?, row) for every image, in id order
+    order = sorted([(i, False, row) for row, i in enumerate(meta["image_ids"])]
+                   + [(image_id, True, row) for (image_id, _), row in zip(new, new_rows)])
+    captions = dict(zip(meta["image_ids"], meta["captions"])) | {image_id: c for image_id, c in new}
+    tmp = folder / "images.u8.tmp"
+    with open(tmp, "wb") as sink:
+        for start in range(0, len(order), 4096):
+            for _, from_new, row in order[start:start + 4096]:
+                sink.write((fresh if from_new else old)[row].tobytes())
+    del old, fresh
+    os.replace(tmp, folder / "images.u8")
+    ids = [image_id for image_id, _, _ in order]
+    return {"image_ids": ids, "captions": [captions[i] for i in ids]}
 
 
 def _stats_of(meta: dict) -> dict:
@@ -519,15 +576,15 @@ class _CacheBuilder:
         self.stopped_because: str | None = None
         self._last_heard = time.monotonic()
 
-    def _open(self, previous: dict | None):
+    def _open(self):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            return self._open_parts(previous)
+            return self._open_parts()
         except OSError as err:
             raise CocoCacheError(f"cannot write the cache in {self.folder} ({err}): point CLIP_DATA (or --data-root) "
                                  f"at a folder you can write to, or remove what blocks it") from None
 
-    def _open_parts(self, previous: dict | None):
+    def _open_parts(self):
         n, r = len(self.image_ids), self.resolution
         shape = (n, 3, r, r)
         parts_there = self.images_part.exists() and self.status_part.exists()
@@ -545,8 +602,6 @@ class _CacheBuilder:
         mode = "w+" if fresh else "r+"     # w+ makes a sparse file of the final size: no memory used
         images = np.memmap(self.images_part, np.uint8, mode, shape=shape) if n else np.zeros(shape, np.uint8)
         status = np.memmap(self.status_part, np.uint8, mode, shape=(n,)) if n else np.zeros(0, np.uint8)
-        if fresh and previous is not None:
-            self._seed(images, status, previous)
         status[np.isin(status, (UNREACHED, RETRY))] = TODO   # trouble last time: try those again
         return images, status
 
@@ -563,23 +618,6 @@ class _CacheBuilder:
         changed = [f"{key} {old.get(key)!r:.24} -> {value!r:.24}" for key, value in self.identity.items()
                    if old.get(key) != value]
         return ", ".join(changed) or "a different size"
-
-    def _seed(self, images, status, previous: dict) -> None:
-        """Start from a finished cache: its rows are copied, its final failures kept, the rest tried."""
-        r = self.resolution
-        old_rows = {image_id: row for row, image_id in enumerate(previous["image_ids"])}
-        old = np.memmap(self.folder / "images.u8", np.uint8, "r", shape=(len(old_rows), 3, r, r)) if old_rows else None
-        failed, reasons = set(previous["failed_ids"]), previous.get("failed_reasons", {})
-        for row, image_id in enumerate(self.image_ids):
-            if image_id in old_rows:
-                images[row] = old[old_rows[image_id]]
-                status[row] = DONE
-            elif image_id in failed:
-                reason = reasons.get(str(image_id), "undecodable")
-                status[row] = MISSING if reason.startswith("missing") else (
-                    TOO_LARGE if reason.startswith("too large") else UNDECODABLE)
-                self.reasons[row] = reason
-        del old
 
     def _heard(self) -> None:
         self._last_heard = time.monotonic()
@@ -628,8 +666,8 @@ class _CacheBuilder:
                 results.put(err)
                 return
 
-    def run(self, progress: bool, previous: dict | None = None):
-        images, status = self._open(previous)
+    def run(self, progress: bool):
+        images, status = self._open()
         todo = [int(i) for i in np.flatnonzero(status == TODO)]
         stats = {"fetched": 0, "cached": int((status == DONE).sum())}
         bar = tqdm(total=len(self.image_ids), initial=len(self.image_ids) - len(todo), unit="img",
@@ -655,7 +693,8 @@ class _CacheBuilder:
             if reason:
                 self.reasons[row] = reason
             status[row] = state
-            self._heard()
+            if state != UNREACHED:     # an answer, even a bad one, is the server talking
+                self._heard()
             bar.update(1)
             return state
 

@@ -19,7 +19,9 @@ Time is bounded: each read waits at most ``timeout`` seconds, and each image
 gets :data:`IMAGE_DEADLINE_SECONDS` in all (connect, every read, every try
 and the back-off between tries), so a server that trickles one byte a second
 cannot hold a worker forever. A ``stop`` event (set on Ctrl-C) ends the
-back-off sleeps and the reads at once.
+back-off sleeps at once and stops further tries; a read under way may
+finish (a healthy server's image is a few milliseconds from done), and the
+caller does not wait for one that will not.
 """
 from __future__ import annotations
 
@@ -139,8 +141,6 @@ def _one_try(url: str, received: bytearray, timeout: float, deadline: float, sto
                 received.extend(block)
                 if len(received) > MAX_IMAGE_BYTES:
                     raise FetchFailed(f"too large: over {MAX_IMAGE_BYTES:,} bytes", permanent=True)
-                if stop.is_set():
-                    raise Stopped
                 if time.monotonic() > deadline:
                     raise FetchFailed(f"no complete answer within {IMAGE_DEADLINE_SECONDS:g} s "
                                       f"({len(received):,} bytes came)", network=True)
@@ -150,8 +150,9 @@ def _one_try(url: str, received: bytearray, timeout: float, deadline: float, sto
     except urllib.error.HTTPError as err:
         heard()
         err.close()
-        raise FetchFailed(f"missing on the server (HTTP {err.code})" if err.code in PERMANENT_HTTP
-                          else f"HTTP {err.code}", permanent=err.code in PERMANENT_HTTP, retry_now=err.code in RETRY_NOW_HTTP) from None
+        permanent = err.code in PERMANENT_HTTP
+        raise FetchFailed(f"missing on the server (HTTP {err.code})" if permanent else f"HTTP {err.code}",
+                          permanent=permanent, retry_now=err.code in RETRY_NOW_HTTP) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or err
         raise FetchFailed(f"{type(reason).__name__ if isinstance(reason, Exception) else 'error'}: {reason}"
