@@ -132,7 +132,12 @@ def run_pretrain(args) -> int:
     from .train import train
 
     config = pretrain_config(args)
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:     # Ctrl-C while COCO was fetched, say (training itself stops and saves)
+        print("\nclip-from-scratch pretrain: interrupted. Data downloaded so far is kept; run the same command "
+              "again to go on (add --resume if training had begun and saved a checkpoint)", file=sys.stderr)
+        return 130
     if not result["finished"]:
         return 130  # stopped early (Ctrl-C, SIGTERM): the shell's code for an interrupted command
     if config.data == "shapes":
@@ -273,6 +278,17 @@ def zeroshot_test_set(args, model, preprocess):
     return test, names
 
 
+def check_device(device):
+    """``device``, or one line saying it is not on this machine (before any model is loaded)."""
+    import torch
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CourseError(f"--device {device}: this machine has no CUDA GPU that PyTorch can use; "
+                          f"leave --device out (or give cpu)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CourseError(f"--device {device}: Apple's MPS is not available here; leave --device out (or give cpu)")
+    return device
+
+
 def check_output_file(path) -> None:
     """Fail before the work if a result file could not be written there."""
     from pathlib import Path
@@ -324,7 +340,6 @@ def run_download(args) -> int:
     import json
     from pathlib import Path
 
-    from .course import data_root
     from .data import cifar, coco
     from .download import DownloadError
     from .openai_weights import CheckpointError, available_models, checkpoint_path, download_model
@@ -337,7 +352,7 @@ def run_download(args) -> int:
                       "evaluate, ~0.8 GB to fetch) or --split train2017 (118,287 images to train, ~19 GB; "
                       "--max-images N for the first N)", file=sys.stderr)
                 return 2
-            root = Path(args.data_root) if args.data_root else data_root()
+            root = Path(args.data_root) if args.data_root else coco.usable_data_root()
             ds = coco.CocoCaptions(args.split, resolution=args.resolution, max_images=args.max_images,
                                    root=root, download=True, progress=progress, keep_jpeg=args.keep_jpeg,
                                    workers=args.workers)
@@ -358,7 +373,7 @@ def run_download(args) -> int:
             if args.split == "train2017":
                 print("  (evaluate on val2017: clip-from-scratch download coco --split val2017)")
         elif args.target in ("cifar100", "cifar10"):
-            root = Path(args.data_root) if args.data_root else data_root()
+            root = Path(args.data_root) if args.data_root else coco.usable_data_root()
             archive = root / cifar.dataset_class(args.target).filename
             there = archive.exists()
             cifar.cifar_dataset(args.target, train=False, root=root, progress=progress)
@@ -417,7 +432,11 @@ def run_retrieval(args) -> int:
     from .openai_weights import CheckpointError
     from .retrieval import encode_coco, format_table, recall_at_k
 
-    device = pick_device(args.device)
+    output = Path(args.output or f"retrieval_{args.split}.json")
+    check_output_file(output)   # before the evaluation, not after it
+    if args.batch_size < 1:
+        raise CourseError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    device = check_device(pick_device(args.device))
     progress = not args.no_progress
     try:
         # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
@@ -428,17 +447,23 @@ def run_retrieval(args) -> int:
                              f"leave --resolution out (or give {resolution})")
         data = coco.CocoCaptions(args.split, resolution=resolution, max_images=args.max_images,
                                  root=args.data_root, download=True, progress=progress)
+        if len(data) == 0:
+            raise CourseError(f"the COCO cache {data.cache_dir} holds no usable image ({data.stats['failed']} "
+                              f"failed): delete that folder and run again, or check {coco.URL_ENV_VAR}")
         features = encode_coco(model, tokenize_fn, data, args.batch_size, device, progress)
         recall = recall_at_k(*features, progress=progress)
     except (coco.CocoUnavailable, coco.CocoCacheError, CheckpointError, DownloadError) as err:
         print(f"clip-from-scratch retrieval: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nclip-from-scratch retrieval: interrupted; the COCO images fetched so far are kept: run the same "
+              "command again to go on", file=sys.stderr)
+        return 130
     source = args.weights or args.checkpoint
     num_captions = len(features[1])
     print(f"retrieval on COCO {args.split} ({len(data)} images, {num_captions} captions, {resolution} px) "
           f"with {source}")
     print(format_table(recall))
-    output = Path(args.output or f"retrieval_{args.split}.json")
     record = {"source": str(source), "split": args.split, "num_images": len(data), "num_captions": num_captions,
               "resolution": resolution, "max_images": args.max_images, "failed_ids": data.stats["failed_ids"],
               "recall": {direction: {str(k): v for k, v in values.items()} for direction, values in recall.items()}}

@@ -156,7 +156,7 @@ def download_command_hint(split: str, max_images: int | None = None, resolution:
     command = f"clip-from-scratch download coco --split {split} --resolution {resolution}"
     if max_images:
         command += f" --max-images {max_images}"
-    if root is not None and Path(root).resolve() != _data_root().resolve():
+    if root is not None and Path(root).resolve() != usable_data_root().resolve():
         command += f" --data-root {shlex.quote(str(root))}"
     return command
 
@@ -176,7 +176,7 @@ def _unavailable(split, resolution, max_images, root: Path, why: str) -> CocoUna
 
 
 # ----------------------------------------------------------------------------- captions
-def _data_root() -> Path:
+def usable_data_root() -> Path:
     """``$CLIP_DATA`` (or data/), as one clear line when it cannot be a folder."""
     try:
         return data_root()
@@ -196,7 +196,7 @@ def load_captions(split: str, root: str | os.PathLike | None = None, download_mi
     there (the BPE trainer's cost grows with a word's length). An annotation
     of the wrong type is named in a :class:`CocoCacheError`.
     """
-    root = Path(root) if root is not None else _data_root()
+    root = Path(root) if root is not None else usable_data_root()
     path = root / "coco" / "annotations" / f"captions_{split}.json"
     if not path.exists():
         archive = root / "coco" / Path(ANNOTATIONS["path"]).name
@@ -299,7 +299,7 @@ class CocoCaptions(torch.utils.data.Dataset):
                  *, keep_jpeg: bool = False, workers: int = WORKERS, timeout: float | None = None):
         check_arguments(split, resolution, max_images)
         self.split, self.resolution, self.max_images = split, resolution, max_images
-        self.root = Path(root) if root is not None else _data_root()
+        self.root = Path(root) if root is not None else usable_data_root()
         own = cache_dir(self.root, split, resolution, max_images)
         meta = self._cached()
         if meta is None or (download and meta["retry_ids"] and self.cache_dir == own):
