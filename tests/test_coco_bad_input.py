@@ -248,7 +248,7 @@ def test_ctrl_c_while_retrieval_fetches_is_one_line(coco_tree, coco_http, monkey
 
 def test_ctrl_c_while_pretrain_fetches_coco_is_one_line(coco_http, monkeypatch, tmp_path, capsys):
     from coco_fixtures import write_coco_tree
-    train = write_coco_tree(tmp_path / "served", "train2017", num_images=8, first_id=1000)
+    train = write_coco_tree(tmp_path / "served", "train2017", num_images=12, first_id=1000)
     use_server(monkeypatch, coco_http(train.folder), train)
     monkeypatch.setenv("CLIP_DATA", str(tmp_path / "data"))
 
