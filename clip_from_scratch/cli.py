@@ -109,8 +109,12 @@ def pretrain_config(args):
     given["progress"] = not args.no_progress
     out = args.out or f"runs/{args.data or 'shapes'}"
     checkpoint = Path(out) / CHECKPOINT
-    if args.resume and checkpoint.exists() and not args.overwrite:
-        saved = read_checkpoint(checkpoint)["train_config"]     # the run's own settings ...
+    state = read_checkpoint(checkpoint) if args.resume and checkpoint.exists() and not args.overwrite else {}
+    if "train_config" in state:     # (weights only: train() says it cannot be resumed)
+        if args.preset:
+            raise CourseError(f"--preset {args.preset} sets up a new run; a resumed run keeps the settings saved in "
+                              f"{checkpoint}. Leave --preset out, or start a new run with --overwrite.")
+        saved = state["train_config"]                            # the run's own settings ...
         if args.data and args.data != saved.get("data", "shapes"):
             given["data"] = args.data                            # ... reported as a mismatch by train()
         return TrainConfig.from_dict(saved, **given, out_dir=out, stop_after=None)

@@ -265,3 +265,38 @@ def test_a_zip_is_not_needed_when_captions_are_there(tmp_path):
     write_captions(tmp_path, good_document())
     assert coco.load_captions("val2017", tmp_path, download_missing=False) == ([1, 2], [["a dog."], ["a cat."]])
     assert not list(tmp_path.rglob("*.zip")) and zipfile.is_zipfile(io.BytesIO(b"")) is False
+
+
+# ----------------------------------------------------------------------------- pretrain --resume
+def weights_only_run(folder):
+    """A run folder whose checkpoint.pt holds weights but no training state (as an export would)."""
+    import torch
+
+    from clip_from_scratch.checkpoint import save_checkpoint
+    from clip_from_scratch.model import CLIP, CLIPConfig
+    config = CLIPConfig.preset("tiny")
+    folder.mkdir(parents=True)
+    from clip_from_scratch.tokenizer import Tokenizer
+    torch.manual_seed(0)
+    save_checkpoint({"model": CLIP(config).state_dict(), "model_config": config.to_dict(), "step": 0,
+                     "tokenizer": Tokenizer([]).to_dict()}, folder / "checkpoint.pt")
+    return folder
+
+
+def test_resuming_a_weights_only_checkpoint_says_it_cannot_be_resumed(tmp_path, capsys):
+    run = weights_only_run(tmp_path / "run")
+    assert main(["pretrain", "--resume", "--out", str(run), "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be resumed" in err and "--overwrite" in err and "KeyError" not in err
+
+
+def test_resume_with_a_preset_is_refused_not_ignored(tmp_path, capsys, monkeypatch):
+    from clip_from_scratch import cli
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    monkeypatch.setattr("clip_from_scratch.checkpoint.read_checkpoint",
+                        lambda path, *a, **k: {"train_config": {"data": "coco", "steps": 10}})
+    args = cli.build_parser().parse_args(["pretrain", "--data", "coco", "--resume", "--preset", "gpu", "--out", str(run)])
+    with pytest.raises(CourseError, match="--preset gpu sets up a new run"):
+        cli.pretrain_config(args)
