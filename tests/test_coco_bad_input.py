@@ -297,6 +297,7 @@ def test_resume_with_a_preset_is_refused_not_ignored(tmp_path, capsys, monkeypat
     (run / "checkpoint.pt").write_bytes(b"")
     monkeypatch.setattr("clip_from_scratch.checkpoint.read_checkpoint",
                         lambda path, *a, **k: {"train_config": {"data": "coco", "steps": 10}})
-    args = cli.build_parser().parse_args(["pretrain", "--data", "coco", "--resume", "--preset", "gpu", "--out", str(run)])
+    args = cli.build_parser().parse_args(["pretrain", "--data", "coco", "--resume", "--preset", "gpu",
+                                          "--out", str(run)])
     with pytest.raises(CourseError, match="--preset gpu sets up a new run"):
         cli.pretrain_config(args)
