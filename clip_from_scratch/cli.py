@@ -368,6 +368,9 @@ def run_download(args) -> int:
             print(f"  fetched {stats['fetched']}, reused {stats['cached']} (already on disk), "
                   f"failed {stats['failed']}" + (f", left out: {skipped}{' ...' if stats['failed'] > 10 else ''}"
                                                  if stats["failed"] else ""))
+            if stats["retry_ids"]:
+                print(f"  {len(stats['retry_ids'])} of those failed only for now (the server's answer, not the "
+                      f"image): run the same command again later to try them again")
             jpegs = root / "coco" / args.split
             annotations = (coco.disk_usage(root / "coco" / "annotations")
                            + coco.disk_usage(root / "coco" / "annotations_trainval2017.zip"))

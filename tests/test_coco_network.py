@@ -177,6 +177,17 @@ def test_a_few_images_failing_for_now_are_kept_out_and_tried_on_the_next_run(coc
     assert coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False).stats["fetched"] == 0
 
 
+def test_the_download_command_says_which_images_it_will_try_again(coco_tree, coco_http, monkeypatch, tmp_path,
+                                                                  capsys, fast_network):
+    flaky = coco_tree.ids[20]
+    use_server(monkeypatch, coco_http(coco_tree.folder, misbehave={flaky: "html"}), coco_tree)
+    assert main(["download", "coco", "--split", "val2017", "--resolution", str(R), "--data-root", str(tmp_path),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{flaky} (the server sent a web page (text/html)" in out
+    assert "1 of those failed only for now" in out and "run the same command again later" in out
+
+
 def test_a_retry_that_fails_again_keeps_the_cache_usable(coco_tree, coco_http, monkeypatch, tmp_path, capsys,
                                                           fast_network):
     flaky = coco_tree.ids[20]
