@@ -153,6 +153,16 @@ def test_a_run_where_everything_fails_for_now_exits_nonzero_and_the_next_run_ret
     assert ds.image_ids == [i for i in coco_tree.ids[:12] if i in coco_tree.good_ids]
 
 
+def test_a_server_that_refuses_every_image_stops_the_run_early(coco_tree, coco_http, monkeypatch, tmp_path,
+                                                               fast_network):
+    monkeypatch.setattr(coco, "GIVE_UP_AFTER", 5)
+    server = coco_http(coco_tree.folder, misbehave={"*": "403"})
+    use_server(monkeypatch, server, coco_tree)
+    with pytest.raises(coco.CocoUnavailable, match="the run stopped because 5 images in a row failed"):
+        coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False, workers=1)
+    assert len(server.image_requests()) < 10, "it went on asking a server that refuses everything"
+
+
 def test_a_few_images_failing_for_now_are_kept_out_and_tried_on_the_next_run(coco_tree, coco_http, monkeypatch,
                                                                             tmp_path, fast_network):
     flaky = coco_tree.ids[20]

@@ -93,7 +93,7 @@ IMAGE_ZIPS = {"val2017": ("zips/val2017.zip", 815_585_330, "442b8da7639aecaf257c
               "train2017": ("zips/train2017.zip", 19_336_861_798, "cced6f7f71b7629ddf16f17bbcfab6b2")}
 CACHE_FORMAT = 1          # bump when the layout of images.u8 / meta.json changes
 WORKERS = 16              # parallel connections: on a real network, latency, not bandwidth, limits one
-GIVE_UP_AFTER = 64        # this many images in a row lost to network errors: the server is unreachable
+GIVE_UP_AFTER = 64        # this many images in a row failing for now: the server is unreachable or refusing
 SILENT_SERVER_SECONDS = 20.0   # nothing at all from the server for this long: stop the run
 MAX_RETRY_FRACTION = 0.05      # more images than this failing "for now": the build is not written
 MAX_CAPTION_CHARS = 1000       # COCO's longest caption is a few hundred characters
@@ -711,9 +711,10 @@ class _CacheBuilder:
                         break
                     continue
                 left -= 1
-                lost_in_a_row = lost_in_a_row + 1 if record(item) == UNREACHED else 0
+                # A quota page or a 503 for every image is as hopeless as no server: stop early, not after hours.
+                lost_in_a_row = lost_in_a_row + 1 if record(item) in (UNREACHED, RETRY) else 0
                 if lost_in_a_row >= GIVE_UP_AFTER:
-                    self.stopped_because = f"{GIVE_UP_AFTER} images in a row could not be reached"
+                    self.stopped_because = f"{GIVE_UP_AFTER} images in a row failed"
                     break
                 if time.monotonic() - last_flush > 5:
                     self._flush(images, status)
