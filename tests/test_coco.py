@@ -78,7 +78,7 @@ def test_second_run_with_the_server_stopped_reads_the_cache_alone(served, tmp_pa
 
 def test_an_interrupted_build_resumes_without_fetching_anything_twice(served, tmp_path, monkeypatch):
     tree, server, cmyk_id = served
-    calls, original_next = [], coco._next_result
+    calls, original_next = [], coco._next_results
 
     def next_then_ctrl_c(*args, **kwargs):
         calls.append(1)
@@ -86,10 +86,10 @@ def test_an_interrupted_build_resumes_without_fetching_anything_twice(served, tm
             raise KeyboardInterrupt   # as Ctrl-C does, in the main thread
         return original_next(*args, **kwargs)
 
-    monkeypatch.setattr(coco, "_next_result", next_then_ctrl_c)
+    monkeypatch.setattr(coco, "_next_results", next_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False, workers=2)
-    monkeypatch.setattr(coco, "_next_result", original_next)
+    monkeypatch.setattr(coco, "_next_results", original_next)
     folder = coco.cache_dir(tmp_path, "val2017", R)
     assert not (folder / "meta.json").exists() and not (folder / "images.u8").exists()  # unfinished: no final names
     assert 5 <= len(server.image_requests()) < len(tree.ids)

@@ -240,7 +240,7 @@ def test_ctrl_c_while_retrieval_fetches_is_one_line(coco_tree, coco_http, monkey
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(coco, "_next_result", ctrl_c)
+    monkeypatch.setattr(coco, "_next_results", ctrl_c)
     assert main(["retrieval", "--weights", str(weights), "--device", "cpu", "--max-images", "3",
                  "--data-root", str(tmp_path), "--output", str(tmp_path / "r.json"), "--no-progress"]) == 130
     assert "retrieval: interrupted" in capsys.readouterr().err
@@ -255,7 +255,7 @@ def test_ctrl_c_while_pretrain_fetches_coco_is_one_line(coco_http, monkeypatch, 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(coco, "_next_result", ctrl_c)
+    monkeypatch.setattr(coco, "_next_results", ctrl_c)
     code = main(["pretrain", "--data", "coco", "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"])
     assert code == 130 and "pretrain: interrupted" in capsys.readouterr().err
 

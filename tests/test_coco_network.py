@@ -232,7 +232,7 @@ def test_a_changed_captions_file_starts_a_half_built_cache_over(coco_tree, coco_
     server = coco_http(coco_tree.folder)
     monkeypatch.setenv(coco.URL_ENV_VAR, server.url)
     captions = captions_by_hand(coco_tree, tmp_path)
-    calls, original_next = [], coco._next_result
+    calls, original_next = [], coco._next_results
 
     def next_then_ctrl_c(*args, **kwargs):
         calls.append(1)
@@ -240,10 +240,10 @@ def test_a_changed_captions_file_starts_a_half_built_cache_over(coco_tree, coco_
             raise KeyboardInterrupt
         return original_next(*args, **kwargs)
 
-    monkeypatch.setattr(coco, "_next_result", next_then_ctrl_c)
+    monkeypatch.setattr(coco, "_next_results", next_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         coco.CocoCaptions("val2017", resolution=R, max_images=12, root=tmp_path, progress=False, workers=1)
-    monkeypatch.setattr(coco, "_next_result", original_next)
+    monkeypatch.setattr(coco, "_next_results", original_next)
     assert "images are stored" in capsys.readouterr().err
 
     # Another annotation file: other ids, served from another folder (as a new COCO release would be).

@@ -702,7 +702,7 @@ class _CacheBuilder:
         try:
             while left:
                 try:
-                    item = _next_result(results, 0.25)
+                    items = _next_results(results, 0.25)
                 except queue.Empty:
                     silent = time.monotonic() - self._last_heard
                     if self.fetch and silent > SILENT_SERVER_SECONDS:
@@ -710,9 +710,10 @@ class _CacheBuilder:
                                                 f"{silent:.0f} s (it accepts connections but does not answer)")
                         break
                     continue
-                left -= 1
-                # A quota page or a 503 for every image is as hopeless as no server: stop early, not after hours.
-                lost_in_a_row = lost_in_a_row + 1 if record(item) in (UNREACHED, RETRY) else 0
+                left -= len(items)
+                for item in items:
+                    # A quota page or a 503 for every image is as hopeless as no server: stop early, not after hours.
+                    lost_in_a_row = lost_in_a_row + 1 if record(item) in (UNREACHED, RETRY) else 0
                 if lost_in_a_row >= GIVE_UP_AFTER:
                     self.stopped_because = f"{GIVE_UP_AFTER} images in a row failed"
                     break
@@ -786,9 +787,15 @@ class _CacheBuilder:
         self.identity_file.unlink(missing_ok=True)
 
 
-def _next_result(results: queue.SimpleQueue, timeout: float):
-    """The next fetcher's result (a short wait, so the main thread sees Ctrl-C and a silent server)."""
-    return results.get(timeout=timeout)
+def _next_results(results: queue.SimpleQueue, timeout: float) -> list:
+    """The fetchers' next results: a short wait for the first (so the main thread sees Ctrl-C and a silent
+    server), then every other one already there (one wake-up for many images)."""
+    items = [results.get(timeout=timeout)]
+    while True:
+        try:
+            items.append(results.get_nowait())
+        except queue.Empty:
+            return items
 
 
 def disk_usage(path: str | os.PathLike) -> int:
