@@ -179,10 +179,15 @@ def _unavailable(split, resolution, max_images, root: Path, why: str) -> CocoUna
 def usable_data_root() -> Path:
     """``$CLIP_DATA`` (or data/), as one clear line when it cannot be a folder."""
     try:
-        return data_root()
-    except OSError as err:
-        raise CocoUnavailable(f"the data folder {os.environ.get('CLIP_DATA', 'data')} cannot be used ({err}): "
-                              f"point CLIP_DATA (or --data-root) at a folder you can write to") from None
+        root = data_root()
+    except OSError as err:       # a file where the folder should be, or no right to create it
+        root, why = Path(os.environ.get("CLIP_DATA", "data")), err
+    else:
+        if not root.exists() or root.is_dir():
+            return root
+        why = "it is a file"
+    raise CocoUnavailable(f"the data folder {root} cannot be used ({why}): point CLIP_DATA (or --data-root) "
+                          f"at a folder you can write to")
 
 
 def load_captions(split: str, root: str | os.PathLike | None = None, download_missing: bool = True,
