@@ -90,8 +90,12 @@ def pretrain_config(args):
     data = given.pop("data", None)
     out = given.pop("out_dir", None) or f"runs/{data or 'shapes'}"
     checkpoint = Path(out) / CHECKPOINT
-    if args.resume and checkpoint.exists() and not args.overwrite:
-        saved = read_checkpoint(checkpoint)["train_config"]     # the run's own settings ...
+    state = read_checkpoint(checkpoint) if args.resume and checkpoint.exists() and not args.overwrite else {}
+    if "train_config" in state:     # (weights only: train() says it cannot be resumed)
+        if args.preset:
+            raise CourseError(f"--preset {args.preset} sets up a new run; a resumed run keeps the settings saved in "
+                              f"{checkpoint}. Leave --preset out, or start a new run with --overwrite.")
+        saved = state["train_config"]                            # the run's own settings ...
         if data and data != saved.get("data", "shapes"):
             given["data"] = data                                 # ... reported as a mismatch by train()
         return TrainConfig.from_dict(saved, **{"stop_after": None, **given}, out_dir=out)
@@ -114,7 +118,12 @@ def run_pretrain(args) -> int:
     from .train import train
 
     config = pretrain_config(args)
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:     # Ctrl-C while COCO was fetched, say (training itself stops and saves)
+        print("\nclip-from-scratch pretrain: interrupted. Data downloaded so far is kept; run the same command "
+              "again to go on (add --resume if training had begun and saved a checkpoint)", file=sys.stderr)
+        return 130
     if not result["finished"]:
         return 130  # stopped early (Ctrl-C, SIGTERM): the shell's code for an interrupted command
     if config.data == "shapes":
@@ -354,7 +363,6 @@ def run_download(args) -> int:
     from pathlib import Path
 
     from .data import cifar, coco
-    from .data.root import data_root
     from .openai_weights import available_models, checkpoint_path, download_model
 
     progress = not args.no_progress
@@ -365,7 +373,7 @@ def run_download(args) -> int:
                       "evaluate, ~0.8 GB to fetch) or --split train2017 (118,287 images to train, ~19 GB; "
                       "--max-images N for the first N)", file=sys.stderr)
                 return 2
-            root = Path(args.data_root) if args.data_root else data_root()
+            root = Path(args.data_root) if args.data_root else coco.usable_data_root()
             ds = coco.CocoCaptions(args.split, resolution=args.resolution, max_images=args.max_images,
                                    root=root, download=True, progress=progress, keep_jpeg=args.keep_jpeg,
                                    workers=args.workers)
@@ -377,6 +385,9 @@ def run_download(args) -> int:
             print(f"  fetched {stats['fetched']}, reused {stats['cached']} (already on disk), "
                   f"failed {stats['failed']}" + (f", left out: {skipped}{' ...' if stats['failed'] > 10 else ''}"
                                                  if stats["failed"] else ""))
+            if stats["retry_ids"]:
+                print(f"  {len(stats['retry_ids'])} of those failed only for now (the server's answer, not the "
+                      f"image): run the same command again later to try them again")
             jpegs = root / "coco" / args.split
             annotations = (coco.disk_usage(root / "coco" / "annotations")
                            + coco.disk_usage(root / "coco" / "annotations_trainval2017.zip"))
@@ -386,7 +397,7 @@ def run_download(args) -> int:
             if args.split == "train2017":
                 print("  (evaluate on val2017: clip-from-scratch download coco --split val2017)")
         elif args.target in ("cifar100", "cifar10"):
-            root = Path(args.data_root) if args.data_root else data_root()
+            root = Path(args.data_root) if args.data_root else coco.usable_data_root()
             archive = root / cifar.dataset_class(args.target).filename
             there = archive.exists()
             cifar.cifar_dataset(args.target, train=False, root=root, progress=progress)
@@ -439,18 +450,28 @@ def run_retrieval(args) -> int:
     from .retrieval import encode_coco, format_table, recall_at_k
 
     output = result_file(args, f"retrieval_{args.split}.json")   # checked before the work
+    if args.batch_size < 1:
+        raise CourseError(f"--batch-size must be at least 1 (got {args.batch_size})")
     device = pick_device(args.device)
     progress = not args.no_progress
-    # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
-    model, _, tokenize_fn = load_model_for_evaluation(args, device, truncate=True)
-    resolution = model.visual.input_resolution
-    if args.resolution is not None and args.resolution != resolution:
-        raise CourseError(f"--resolution {args.resolution}: this model takes {resolution} px images; "
-                          f"leave --resolution out (or give {resolution})")
-    data = coco.CocoCaptions(args.split, resolution=resolution, max_images=args.max_images,
-                             root=args.data_root, download=True, progress=progress)
-    features = encode_coco(model, tokenize_fn, data, args.batch_size, device, progress)
-    recall = recall_at_k(*features, progress=progress)
+    try:
+        # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
+        model, _, tokenize_fn = load_model_for_evaluation(args, device, truncate=True)
+        resolution = model.visual.input_resolution
+        if args.resolution is not None and args.resolution != resolution:
+            raise CourseError(f"--resolution {args.resolution}: this model takes {resolution} px images; "
+                              f"leave --resolution out (or give {resolution})")
+        data = coco.CocoCaptions(args.split, resolution=resolution, max_images=args.max_images,
+                                 root=args.data_root, download=True, progress=progress)
+        if len(data) == 0:
+            raise CourseError(f"the COCO cache {data.cache_dir} holds no usable image ({data.stats['failed']} "
+                              f"failed): delete that folder and run again, or check {coco.URL_ENV_VAR}")
+        features = encode_coco(model, tokenize_fn, data, args.batch_size, device, progress)
+        recall = recall_at_k(*features, progress=progress)
+    except KeyboardInterrupt:
+        print("\nclip-from-scratch retrieval: interrupted; the COCO images fetched so far are kept: run the same "
+              "command again to go on", file=sys.stderr)
+        return 130
     source = args.weights or args.checkpoint
     num_captions = len(features[1])
     print(f"retrieval on COCO {args.split} ({len(data)} images, {num_captions} captions, {resolution} px) "

@@ -14,20 +14,26 @@ Three small tools, used by the downloader and by checkpoint saving::
   temporary name unique to this writer (two writers never share one) that is
   removed if the block fails.
 * :func:`file_lock` — one process at a time (a workshop room downloading into
-  one shared data folder): an exclusive ``flock`` on a ``.lock`` file.
+  one shared data folder): an exclusive ``flock`` on a ``.lock`` file
+  (``msvcrt.locking`` on Windows).
 """
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 try:
     import fcntl
-except ImportError:  # Windows: no flock; see file_lock
+except ImportError:  # Windows: no flock; msvcrt.locking instead (see file_lock)
     fcntl = None
+try:
+    import msvcrt
+except ImportError:  # everywhere but Windows
+    msvcrt = None
 
 
 def fsync_replace(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -105,8 +111,9 @@ def file_lock(path: str | os.PathLike, waiting: str | None = None):
     """Hold an exclusive lock on ``path`` (created if needed, removed afterwards).
 
     Other processes asking for the same lock wait until it is released. If
-    ``waiting`` is given, it is printed once when we have to wait.
-    Where ``fcntl`` does not exist (Windows), this does not lock.
+    ``waiting`` is given, it is printed once when we have to wait. On Linux
+    and macOS the lock is ``flock``; on Windows, ``msvcrt.locking`` on the
+    file's first byte (and the file stays: Windows cannot delete an open file).
 
     >>> import tempfile; lock = Path(tempfile.mkdtemp()) / "x.lock"
     >>> with file_lock(lock):
@@ -116,7 +123,8 @@ def file_lock(path: str | os.PathLike, waiting: str | None = None):
     False
     """
     if fcntl is None:
-        yield
+        with _windows_lock(Path(path), waiting):
+            yield
         return
     path = Path(path)
     while True:
@@ -144,4 +152,30 @@ def file_lock(path: str | os.PathLike, waiting: str | None = None):
         yield
     finally:
         Path(path).unlink(missing_ok=True)  # while still holding the lock: see above
+        os.close(fd)
+
+
+@contextmanager
+def _windows_lock(path: Path, waiting: str | None, poll_seconds: float = 0.2):
+    """``msvcrt.locking`` on byte 0 of ``path``: non-blocking tries, so Ctrl-C works while waiting."""
+    if msvcrt is None:
+        raise OSError("no file locking on this platform (neither fcntl nor msvcrt)")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        while True:
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                break
+            except OSError:          # held by another process
+                if waiting:
+                    print(waiting, file=sys.stderr, flush=True)
+                    waiting = None
+                time.sleep(poll_seconds)
+        try:
+            yield
+        finally:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    finally:
         os.close(fd)

@@ -258,8 +258,22 @@ class TrainConfig:
 
 
 def available_memory_bytes() -> int | None:
-    """Free physical memory where the OS tells it cheaply (Linux, macOS); None elsewhere."""
+    """Memory a run may use: psutil's "available" where psutil is installed; else an estimate; None if unknown.
+
+    Without psutil: Linux's free pages (``SC_AVPHYS_PAGES``, which leaves out
+    the page cache, so it errs low); where that does not exist (macOS), half
+    of the physical memory (``SC_PHYS_PAGES``), a margin for the system and
+    the other programs that a laptop runs. Never None on Linux or macOS, so
+    the memory check is never silently off there.
+    """
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    for pages, share in (("SC_AVPHYS_PAGES", 1.0), ("SC_PHYS_PAGES", 0.5)):
+        try:
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf(pages) * share)
+        except (ValueError, OSError, AttributeError):
+            continue
+    return None

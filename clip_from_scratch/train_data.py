@@ -63,8 +63,10 @@ def coco_pairs(config: TrainConfig, split: str, max_images: int | None, rank: in
         dataset = coco.CocoCaptions(split=split, resolution=config.image_resolution, max_images=max_images,
                                     root=config.data_root, download=False, progress=False)
     if len(dataset) < 2:
-        raise TrainingError(f"COCO {split} has only {len(dataset)} usable image(s) in the cache; "
-                            f"{dataset.stats.get('failed', 0)} failed to download. Run the command again.")
+        raise TrainingError(f"COCO {split} has only {len(dataset)} usable image(s) in {dataset.cache_dir}; "
+                            f"{dataset.stats.get('failed', 0)} are missing on the server or unreadable (their "
+                            f"reasons are in its meta.json). Check that {coco.URL_ENV_VAR} (if set) points at a COCO "
+                            f"mirror, then delete that folder and run again.")
     return ImageCaptionPairs(dataset.images, dataset.captions, f"coco {split}")
 
 

@@ -262,7 +262,7 @@ def coco_tree(tmp_path_factory) -> CocoTree:
 
 @pytest.fixture
 def coco_http():
-    """``coco_http(folder, drop_once=(), latency=0.0) -> CocoServer``, stopped at the end of the test."""
+    """``coco_http(folder, drop_once=(), latency=0.0, misbehave=None) -> CocoServer``, stopped after the test."""
     servers = []
 
     def serve(folder, **options) -> CocoServer:

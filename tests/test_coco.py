@@ -7,7 +7,7 @@ import pytest
 from coco_fixtures import use_server, write_coco_tree
 
 from clip_from_scratch.cli import main
-from clip_from_scratch.data import coco
+from clip_from_scratch.data import coco, coco_fetch
 
 R = 16
 
@@ -38,7 +38,7 @@ def test_fetch_builds_the_cache_with_right_counts_pixels_and_captions(served, tm
     ds = coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False)
 
     assert ds.stats == {"fetched": len(tree.good_ids), "cached": 0, "failed": 2,
-                        "failed_ids": sorted([tree.corrupt_id, tree.missing_id])}
+                        "failed_ids": sorted([tree.corrupt_id, tree.missing_id]), "retry_ids": []}
     assert len(ds) == len(tree.good_ids) and ds.image_ids == tree.good_ids
     assert ds.images.shape == (len(tree.good_ids), 3, R, R) and str(ds.images.dtype) == "torch.uint8"
     # Every caption of every image, in the file's order, stray whitespace stripped.
@@ -71,25 +71,25 @@ def test_second_run_with_the_server_stopped_reads_the_cache_alone(served, tmp_pa
     for download in (True, False):
         again = coco.CocoCaptions("val2017", resolution=R, root=tmp_path, download=download, progress=False)
         assert again.stats == {"fetched": 0, "cached": len(tree.good_ids), "failed": 2,
-                               "failed_ids": first.stats["failed_ids"]}
+                               "failed_ids": first.stats["failed_ids"], "retry_ids": []}
         assert again.image_ids == first.image_ids and again.captions == first.captions
         assert bool((again.images == first.images).all())
 
 
 def test_an_interrupted_build_resumes_without_fetching_anything_twice(served, tmp_path, monkeypatch):
     tree, server, cmyk_id = served
-    calls, original_wait = [], coco.wait
+    calls, original_next = [], coco._next_results
 
-    def wait_then_ctrl_c(*args, **kwargs):
+    def next_then_ctrl_c(*args, **kwargs):
         calls.append(1)
         if len(calls) > 5:
             raise KeyboardInterrupt   # as Ctrl-C does, in the main thread
-        return original_wait(*args, **kwargs)
+        return original_next(*args, **kwargs)
 
-    monkeypatch.setattr(coco, "wait", wait_then_ctrl_c)
+    monkeypatch.setattr(coco, "_next_results", next_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False, workers=2)
-    monkeypatch.setattr(coco, "wait", original_wait)
+    monkeypatch.setattr(coco, "_next_results", original_next)
     folder = coco.cache_dir(tmp_path, "val2017", R)
     assert not (folder / "meta.json").exists() and not (folder / "images.u8").exists()  # unfinished: no final names
     assert 5 <= len(server.image_requests()) < len(tree.ids)
@@ -178,7 +178,7 @@ def test_images_unreachable_keeps_what_was_done_and_says_so(coco_tree, coco_http
     annotations.mkdir(parents=True)
     shutil.copy(_captions_json(coco_tree, tmp_path), annotations)
     monkeypatch.setenv(coco.URL_ENV_VAR, closed_port_url(coco_http, coco_tree.folder))
-    monkeypatch.setattr(coco, "BACKOFF_SECONDS", 0.001)
+    monkeypatch.setattr(coco_fetch, "BACKOFF_SECONDS", 0.001)
     monkeypatch.setattr(coco, "GIVE_UP_AFTER", 4)
     with pytest.raises(coco.CocoUnavailable, match="could not be fetched from"):
         coco.CocoCaptions("val2017", resolution=R, root=tmp_path, progress=False, workers=2)
@@ -223,7 +223,7 @@ def test_download_coco_command_reports_fetched_reused_failed_and_disk(served, tm
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"fetched {len(tree.good_ids)}, reused 0" in out and "failed 2" in out
-    assert f"{tree.corrupt_id} (undecodable)" in out and f"{tree.missing_id} (missing: HTTP 4xx)" in out
+    assert f"{tree.corrupt_id} (undecodable)" in out and f"{tree.missing_id} (missing on the server (HTTP 404))" in out
     assert "disk: cache" in out
     assert main(argv) == 0
     assert f"fetched 0, reused {len(tree.good_ids)}" in capsys.readouterr().out
@@ -271,7 +271,7 @@ def test_max_images_reads_the_first_rows_of_a_whole_split_cache(served, tmp_path
     # Of the first 10 ids, index 7 is corrupt and index 9 missing.
     assert first.image_ids == [i for i in tree.ids[:10] if i in tree.good_ids] and len(first) == 8
     assert first.stats == {"fetched": 0, "cached": 8, "failed": 2,
-                           "failed_ids": sorted([tree.corrupt_id, tree.missing_id])}
+                           "failed_ids": sorted([tree.corrupt_id, tree.missing_id]), "retry_ids": []}
     assert bool((first.images == whole.images[:8]).all()) and first.captions == whole.captions[:8]
     assert not coco.cache_dir(tmp_path, "val2017", R, 10).exists()
 

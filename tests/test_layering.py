@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clip_from_scratch"
 LAYERS = [
     ["errors", "files", "data.pairs", "data.root"],           # no package imports at all
     ["course"],                                               # the notebooks' helpers: fast mode, the device
-    ["download", "torchscript_archive", "transforms"],        # files and pixels
+    ["download", "torchscript_archive", "transforms", "data.coco_fetch"],   # files and pixels
     ["clip_vocab"],                                           # where CLIP's vocabulary file comes from
     ["tokenizer"],
     ["bpe"],                                                  # training a tokenizer sits above using one
