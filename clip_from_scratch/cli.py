@@ -289,7 +289,7 @@ def load_model_for_evaluation(args, device, truncate: bool = False):
 
 
 def zeroshot_test_set(args, model, preprocess):
-    """``(images, classnames)`` for the chosen ``--dataset``."""
+    """``(images, classnames)`` for the chosen ``--data``."""
     import torch
     if args.dataset == "shapes":
         from .data import shapes
@@ -371,7 +371,7 @@ def run_download(args) -> int:
             if args.split is None:
                 print("clip-from-scratch download: error: say which split: --split val2017 (5,000 images to "
                       "evaluate, ~0.8 GB to fetch) or --split train2017 (118,287 images to train, ~19 GB; "
-                      "--max-images N for the first N)", file=sys.stderr)
+                      "--num-images N for the first N)", file=sys.stderr)
                 return 2
             root = Path(args.data_root) if args.data_root else coco.usable_data_root()
             ds = coco.CocoCaptions(args.split, resolution=args.resolution, max_images=args.max_images,

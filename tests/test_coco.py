@@ -162,7 +162,7 @@ def test_no_cache_and_no_download_names_the_command_and_the_manual_places(tmp_pa
         coco.CocoCaptions("val2017", resolution=R, max_images=5, root=tmp_path, download=False)
     message = str(caught.value)
     assert isinstance(caught.value, RuntimeError)
-    assert f"clip-from-scratch download coco --split val2017 --resolution {R} --max-images 5" in message
+    assert f"clip-from-scratch download coco --split val2017 --resolution {R} --num-images 5" in message
     assert str(tmp_path / "coco" / "annotations" / "captions_val2017.json") in message
     assert str(tmp_path / "coco" / "val2017") in message and "CLIP_COCO_URL" in message
 
@@ -234,7 +234,7 @@ def test_download_coco_command_offline_exits_2_with_the_command(coco_tree, coco_
     code = main(["download", "coco", "--split", "val2017", "--max-images", "3", "--data-root", str(tmp_path),
                  "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "clip-from-scratch download coco --split val2017 --resolution 64 --max-images 3" in err
+    assert code == 2 and "clip-from-scratch download coco --split val2017 --resolution 64 --num-images 3" in err
 
 
 def test_download_weights_fetches_once_then_reuses(tmp_path, http_server, monkeypatch, capsys):

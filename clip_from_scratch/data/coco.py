@@ -155,7 +155,7 @@ def download_command_hint(split: str, max_images: int | None = None, resolution:
     """The command that fetches this data, e.g. ``clip-from-scratch download coco --split val2017 --resolution 64``."""
     command = f"clip-from-scratch download coco --split {split} --resolution {resolution}"
     if max_images:
-        command += f" --max-images {max_images}"
+        command += f" --num-images {max_images}"
     if root is not None and Path(root).resolve() != usable_data_root().resolve():
         command += f" --data-root {shlex.quote(str(root))}"
     return command
