@@ -272,8 +272,8 @@ def weights_only_run(folder):
     """A run folder whose checkpoint.pt holds weights but no training state (as an export would)."""
     import torch
 
-    from clip_from_scratch.runs import save_checkpoint
     from clip_from_scratch.model import CLIP, CLIPConfig
+    from clip_from_scratch.runs import save_checkpoint
     config = CLIPConfig.preset("tiny")
     folder.mkdir(parents=True)
     from clip_from_scratch.tokenizer import Tokenizer
