@@ -50,6 +50,8 @@ _PRETRAIN_OPTIONS = [
     ("--bpe-merges", "bpe_merges", int, "merges of the run's own byte-level BPE tokenizer"),
     ("--shape-only", "shape_only", float, "shapes: fraction of scenes shown as a shape in an unnamed colour, "
                                           "captioned with the shape alone ('a circle.')"),
+    ("--max-shapes", "max_shapes", int, "shapes: 1, or 2 for two-shape scenes with captions that bind colours to "
+                                        "shapes and name relations (also picks 32 px images; chapter 09)"),
     ("--colour-only", "colour_only", float, "shapes: fraction of scenes blurred past recognition, captioned with "
                                             "the colour alone ('a red shape.')"),
     ("--eval-every", "eval_every", int, "evaluate every N steps (0: only at the end)"),
@@ -82,6 +84,9 @@ def add_pretrain_parser(subparsers) -> None:
                         help="shapes: how the zero-shot colour x shape pairs are kept out of training: 'pairs' = "
                              "their images never appear (strict), 'captions' = their images appear but no caption "
                              f"names both attributes together (default {defaults.heldout})")
+    parser.add_argument("--hard-negatives", action="store_true", default=None,
+                        help="shapes: NegCLIP's fix for bag-of-words behaviour: each caption's false twin (colours "
+                             "or objects swapped, words shuffled) joins the batch as a negative (chapter 09)")
     parser.add_argument("--no-cifar", action="store_false", dest="cifar", default=None,
                         help="COCO: skip the CIFAR-10/100 zero-shot evaluation at the end")
     parser.add_argument("--device", default=None,
@@ -103,7 +108,7 @@ def pretrain_config(args):
 
     given = {field: getattr(args, field) for _, field, _, _ in _PRETRAIN_OPTIONS
              if getattr(args, field) is not None}
-    for field in ("heldout", "cifar", "device", "amp", "compile"):
+    for field in ("heldout", "hard_negatives", "cifar", "device", "amp", "compile"):
         if getattr(args, field) is not None:
             given[field] = getattr(args, field)
     given["progress"] = not args.no_progress
@@ -140,6 +145,9 @@ def run_pretrain(args) -> int:
                  else "never named together in any training caption")
         print(f"zero-shot top-1 on held-out colour x shape pairs: {result['zeroshot_top1']:.1f}% "
               f"(chance {result['chance']:.1f}%; pairs {never}: {', '.join(result['heldout_pairs'])})")
+        if "binding" in result:
+            from .probes import format_probes
+            print(format_probes(result["binding"]))
     else:
         from .retrieval import format_table
         print(f"COCO val2017 retrieval ({result['retrieval_images']} images):")

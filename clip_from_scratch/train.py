@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from .bpe import train_bpe
 from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data.pairs import ImageCaptionPairs
-from .loss import contrastive_loss
+from .loss import contrastive_loss, hard_negative_loss
 from .model import CLIP, ArchitectureMismatchError, CLIPConfig
 from .tokenizer import Tokenizer
 from .train_config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
@@ -96,6 +96,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                             "lower --batch-size or use more images")
     tokenizer = Tokenizer.from_dict(state["tokenizer"]) if state else train_bpe(pairs.all_captions(),
                                                                                  config.bpe_merges)
+    if config.hard_negatives and pairs.negatives is None:
+        raise TrainingError(f"hard negatives need a false caption per caption, and {pairs.name or 'this data'} "
+                            "has none: build the pairs with negatives (shapes: ShapesDataset.tensors(negatives=...))")
     captions = pairs.tokenize(tokenizer, config.context_length)
     tokenize = partial(tokenizer.tokenize, context_length=config.context_length, truncate=True)
     evaluation = evaluation if evaluation is not None else make_evaluation(config, rank, world_size)
@@ -165,7 +168,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = make_batch(step, config, images, captions, device, local)
-            loss = batch_loss(net, batch, amp_dtype, distributed=world_size > 1)
+            loss = batch_loss(net, batch, amp_dtype, distributed=world_size > 1,
+                              hard_negatives=config.hard_negatives)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.grad_clip:
@@ -252,22 +256,32 @@ class FeaturesForLoss(nn.Module):
         return image_features, text_features, self.model.logit_scale.exp()
 
 
-def batch_loss(net: nn.Module, batch, amp_dtype: torch.dtype | None, distributed: bool = False) -> torch.Tensor:
+def batch_loss(net: nn.Module, batch, amp_dtype: torch.dtype | None, distributed: bool = False,
+               hard_negatives: bool = False) -> torch.Tensor:
     """The contrastive loss of a batch: encoders under autocast (if any), the loss itself in float32.
 
     Features are cast to float32 *outside* autocast, so the logits (up to
     100 x cosine) and the softmax are float32 whatever the encoders ran in.
+    ``hard_negatives``: the batch's captions are the B true ones, then B false
+    ones (see :func:`make_batch`), and the loss is :func:`hard_negative_loss`.
     """
     pixels, text, eot_index = batch
     with torch.autocast(pixels.device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
         image_features, text_features, logit_scale = net(pixels, text, eot_index)
-    return contrastive_loss(F.normalize(image_features.float(), dim=-1), F.normalize(text_features.float(), dim=-1),
-                            logit_scale.float(), distributed=distributed)
+    image_features = F.normalize(image_features.float(), dim=-1)    # [batch, embed_dim]
+    text_features = F.normalize(text_features.float(), dim=-1)      # [batch (x 2 with negatives), embed_dim]
+    if hard_negatives:
+        true, false = text_features.chunk(2)
+        return hard_negative_loss(image_features, true, false, logit_scale.float(), distributed=distributed)
+    return contrastive_loss(image_features, text_features, logit_scale.float(), distributed=distributed)
 
 
 def make_batch(step: int, config: TrainConfig, images: torch.Tensor, captions, device: torch.device,
                local: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The step's images (normalised, maybe cropped), one caption each, and where each caption ends.
+
+    With ``config.hard_negatives`` the text holds the true captions, then a
+    false caption for each, in the same order.
 
     Everything is decided on the CPU from (seed, step), so nothing waits for
     the GPU and a resumed run draws the very same batch. Captions are cut to
@@ -276,8 +290,11 @@ def make_batch(step: int, config: TrainConfig, images: torch.Tensor, captions, d
     epoch, indices = batch_indices(step, config, len(images))
     indices = indices[local]                                                 # this process's slice
     rows = captions.caption_rows(indices, epoch, config.seed)               # one caption per image
-    lengths = captions.lengths[rows]
-    text = captions.tokens[rows, :int(lengths.max())].to(device, non_blocking=True)  # [batch, longest]
+    tokens, lengths = captions.tokens[rows], captions.lengths[rows]
+    if config.hard_negatives:   # then each caption's false twin: one text batch of 2 x batch captions
+        tokens = torch.cat([tokens, captions.negative_tokens[rows]])
+        lengths = torch.cat([lengths, captions.negative_lengths[rows]])
+    text = tokens[:, :int(lengths.max())].to(device, non_blocking=True)    # [batch (x 2), longest]
     eot_index = (lengths - 1).to(device, non_blocking=True)                 # [batch]
     pixels = normalize(images[indices.to(images.device)].to(device, non_blocking=True))  # [batch, 3, R, R]
     if config.crop_scale < 1:

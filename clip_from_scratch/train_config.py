@@ -45,6 +45,11 @@ PRESETS: dict[str, dict] = {
                 crop_scale=0.6, eval_every=1_000, log_every=50),
 }
 
+#: What ``max_shapes=2`` changes (chapter 09's recipe): two shapes need 32 px to stay legible (each
+#: 8-13 px across; at 16 px a small triangle and a small diamond are the same blob), and 8 px patches
+#: keep the 4 x 4 grid of image tokens, so a step costs what a one-shape step costs.
+TWO_OBJECTS = dict(image_resolution=32, vision_patch_size=8)
+
 #: A run in fast mode (``CLIP_FAST=1``): the same code paths, a fraction of the work.
 FAST_COCO = dict(num_images=256, eval_images=64, steps=20, batch_size=32, warmup_steps=2, bpe_merges=200,
                  log_every=5)
@@ -66,6 +71,8 @@ class TrainConfig:
     shape_only: float = 0.5           # scenes shown as a shape in an unnamed colour, captioned "a circle."
     colour_only: float = 0.25         # scenes blurred past recognition, captioned "a red shape."
     zeroshot_images: int = 600        # held-out colour x shape pairs for the zero-shot score
+    hard_negatives: bool = False      # NegCLIP: a false caption per caption joins the text side (needs 2 shapes)
+    negative_kinds: str = "attribute_swap,relation_swap,word_order"   # perturbations the false captions use
     # COCO only
     eval_images: int | None = 5_000   # val2017 images for retrieval (None: all 5,000)
     cifar: bool = True                # also CIFAR-10/100 zero-shot at the end, when CIFAR is on disk
@@ -104,7 +111,8 @@ class TrainConfig:
 
     # Settings that define the run: a resumed run must agree on all of these.
     RUN_DEFINING = ("data", "num_images", "image_resolution", "crop_scale", "max_shapes", "spread",
-                    "partial_captions", "heldout", "shape_only", "colour_only", "zeroshot_images",
+                    "partial_captions", "heldout", "shape_only", "colour_only", "zeroshot_images", "hard_negatives",
+                    "negative_kinds",
                     "eval_images", "bpe_merges", "image_encoder", "vision_patch_size", "vision_width",
                     "vision_layers", "vision_heads", "transformer_width", "transformer_layers", "transformer_heads",
                     "embed_dim",
@@ -112,6 +120,7 @@ class TrainConfig:
                     "beta2", "eps", "grad_clip", "seed")
 
     def __post_init__(self):
+        self._check_scenes()
         problems = []
         if self.data not in ("shapes", "coco"):
             problems.append(f"data must be 'shapes' or 'coco' (got {self.data!r})")
@@ -165,6 +174,21 @@ class TrainConfig:
         if problems:
             raise ConfigError("impossible training settings:\n  " + "\n  ".join(problems))
 
+    def _check_scenes(self) -> None:
+        """The two-object settings, each refused in one line that says what would work."""
+        if self.hard_negatives and self.data != "shapes":
+            raise ConfigError(f"--hard-negatives needs scenes to perturb (which shape has which colour, where): "
+                              f"the shapes world has them, {self.data} captions do not; use --data shapes "
+                              f"--max-shapes 2")
+        if not 1 <= self.max_shapes <= 2:
+            raise ConfigError(f"--max-shapes must be 1 or 2 (got {self.max_shapes}): a scene holds one shape, or "
+                              f"two, one per half of the picture, as large as they can be and still be told apart")
+        kinds = self.negative_kinds.split(",")
+        known = ("attribute_swap", "relation_swap", "word_order")
+        if not kinds or any(k not in known for k in kinds):
+            raise ConfigError(f"negative_kinds must be a comma-separated list of {', '.join(known)} "
+                              f"(got {self.negative_kinds!r})")
+
     def model_config(self, vocab_size: int) -> CLIPConfig:
         """The architecture this run trains (``vocab_size``: its own tokenizer's).
 
@@ -203,7 +227,8 @@ class TrainConfig:
         if data == "shapes":
             if preset not in (None, "shapes"):
                 raise ConfigError(f"--preset {preset} is for --data coco; shapes runs have their own defaults")
-            return cls(**changes)
+            two_objects = TWO_OBJECTS if changes.get("max_shapes", 1) == 2 else {}
+            return cls(**{**two_objects, **changes})
         if data != "coco":
             raise ConfigError(f"data must be 'shapes' or 'coco' (got {data!r})")
         preset = preset or "cpu"

@@ -21,8 +21,9 @@ LAYERS = [
     ["text_encoder", "vision_encoder", "resnet_encoder"],
     ["model"],
     ["openai_weights", "loss"],
+    ["data.relations"],                                       # two-object captions and their perturbations
     ["data.shapes", "data.cifar", "data.coco"],
-    ["zeroshot", "retrieval", "plotting"],
+    ["zeroshot", "retrieval", "plotting", "probes"],
     ["train_config", "training_run"],
     ["train_data"],
     ["train"],
