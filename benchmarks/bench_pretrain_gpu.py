@@ -7,10 +7,10 @@ Three numbers, images per second, on the same card, same configuration
 (``TrainConfig.for_data("coco", "gpu")``: 64 px, patch 8, width 384, 6 layers
 both towers), same batch, captions of 8-24 tokens, bf16 autocast:
 
-* **ours, the loop** — ``train.make_batch`` + ``batch_loss`` + AdamW (fused)
-  + clipping + the temperature clamp, exactly the per-step work of
-  ``train()``, on synthetic uint8 images of COCO's size kept on the device
-  (118,287 images at 64 px, random resized crop on the device);
+* **ours, the loop** — ``train.make_batch`` + ``train.train_step`` (the
+  loss, AdamW (fused), clipping, the temperature clamp): exactly the per-step
+  work of ``train()``, on synthetic uint8 images of COCO's size kept on the
+  device (118,287 images at 64 px, random resized crop on the device);
 * **ours, bare model step** — forward, loss, backward, AdamW on a fixed batch
   already on the device: the ceiling the loop should reach (target >= 90%);
 * **open_clip** — its CLIP with the same weights (built from our state dict),
@@ -26,15 +26,23 @@ import argparse
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from clip_from_scratch.data.pairs import CaptionTokens  # noqa: E402
-from clip_from_scratch.model import CLIP  # noqa: E402
-from clip_from_scratch.train import FeaturesForLoss, batch_loss, learning_rate, make_batch, make_optimizer  # noqa: E402
+from clip_from_scratch.train import (  # noqa: E402
+    batch_loss,
+    make_batch,
+    objective_for,
+    start_state,
+    train_step,
+    training_network,
+)
 from clip_from_scratch.train_config import TrainConfig  # noqa: E402
 
 COCO_TRAIN_IMAGES = 118_287
@@ -99,24 +107,15 @@ def main() -> int:
           f"bf16 autocast")
 
     torch.manual_seed(0)
-    model = CLIP(config.model_config(vocab_size)).to(device)
+    config = replace(config, amp="bf16", device=str(device))
+    vocabulary = SimpleNamespace(vocab_size=vocab_size)   # synthetic ids: no tokenizer, only its size
+    state = start_state(config, vocabulary, device)
+    model, optimizer = state.model, state.optimizer
     state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    optimizer = make_optimizer(model, config, device)
-    net = FeaturesForLoss(model)
-    step_counter = [0]
+    net = training_network(model, objective_for(config), config)
 
     def loop_step(net=net):
-        step = step_counter[0]
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
-        loss = batch_loss(net, make_batch(step, config, images, captions, device), torch.bfloat16)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, 4.605170185988092)
-        step_counter[0] += 1
+        train_step(state, net, make_batch(state.step, config, images, captions, device), config, torch.bfloat16)
 
     fixed = make_batch(0, config, images, captions, device)
 

@@ -21,105 +21,70 @@ import sys
 
 from .errors import CourseError
 
+
 # ----------------------------------------------------------------------------- pretrain
-# Options that map one-to-one onto TrainConfig fields: (flag, field, type, help). Defaults come
-# from the data/preset (see train_config.py), so an option not given on the command line never
-# overrides a preset or, with --resume, the run's own setting.
-_PRETRAIN_OPTIONS = [
-    ("--steps", "steps", int, "optimisation steps (the learning-rate schedule spans them)"),
-    ("--batch-size", "batch_size", int, "image-caption pairs per step, at least 2 (under torchrun, the global batch)"),
-    ("--lr", "lr", float, "peak learning rate"),
-    ("--warmup-steps", "warmup_steps", int, "linear warm-up steps before the cosine decay"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay (none on gains, biases, embeddings, logit scale)"),
-    ("--seed", "seed", int, "seed for the data, the model's initial weights and the data order"),
-    ("--num-images", "num_images", int, "training images (shapes: drawn; COCO: the first N of train2017)"),
-    ("--resolution", "image_resolution", int, "image size in pixels (COCO images are cached at this size)"),
-    ("--crop-scale", "crop_scale", float, "random resized crop: smallest fraction of the area kept (1: no crop)"),
-    ("--eval-images", "eval_images", int, "COCO: val2017 images for retrieval"),
-    ("--image-encoder", "image_encoder", str, "vit (a Vision Transformer) or resnet (CLIP's modified ResNet; "
-                                              "needs a resolution that is a multiple of 32)"),
-    ("--vision-patch-size", "vision_patch_size", int, "ViT patch size in pixels"),
-    ("--vision-width", "vision_width", int, "ViT width; for a ResNet, its stem's width"),
-    ("--vision-layers", "vision_layers", int, "ViT depth; for a ResNet, bottleneck blocks in each of its 4 stages"),
-    ("--vision-heads", "vision_heads", int, "ViT attention heads"),
-    ("--transformer-width", "transformer_width", int, "width of the text transformer"),
-    ("--transformer-layers", "transformer_layers", int, "layers of the text transformer"),
-    ("--transformer-heads", "transformer_heads", int, "attention heads of the text transformer"),
-    ("--embed-dim", "embed_dim", int, "width of the shared embedding space"),
-    ("--context-length", "context_length", int, "caption tokens (longer captions are cut)"),
-    ("--bpe-merges", "bpe_merges", int, "merges of the run's own byte-level BPE tokenizer"),
-    ("--shape-only", "shape_only", float, "shapes: fraction of scenes shown as a shape in an unnamed colour, "
-                                          "captioned with the shape alone ('a circle.')"),
-    ("--max-shapes", "max_shapes", int, "shapes: 1, or 2 for two-shape scenes with captions that bind colours to "
-                                        "shapes and name relations (also picks 32 px images; chapter 09)"),
-    ("--colour-only", "colour_only", float, "shapes: fraction of scenes blurred past recognition, captioned with "
-                                            "the colour alone ('a red shape.')"),
-    ("--eval-every", "eval_every", int, "evaluate every N steps (0: only at the end)"),
-    ("--checkpoint-every", "checkpoint_every", int, "save a checkpoint every N steps, also at the end and on Ctrl-C"),
-    ("--log-every", "log_every", int, "read the loss from the device every N steps"),
-]
-
-
 def add_pretrain_parser(subparsers) -> None:
+    """``pretrain``'s options: one per TrainConfig field, generated from the field's own help text and flag.
+
+    Defaults are None: a value comes from the data/preset (see train_config.py)
+    unless given, so an option not on the command line never overrides a
+    preset or, with --resume, the run's own setting.
+    """
     from .train_config import PRESETS, TrainConfig
-    defaults = TrainConfig()
     parser = subparsers.add_parser("pretrain", description=run_pretrain.__doc__,
                                    help="contrastive pre-training: offline shapes (default) or COCO captions")
-    parser.add_argument("--data", choices=["shapes", "coco"], default=None,
-                        help="shapes (offline stand-in for COCO; the default) or coco (train2017 captions)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="COCO run sized for: cpu (a laptop, a few minutes; the default), t4 (a free Colab "
                              "GPU, under an hour), gpu (one H100-class card, about 10 minutes)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="folder for checkpoint.pt, metrics.json and loss_curve.png "
-                             "(default: runs/shapes or runs/coco)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --out; settings not given are taken from its checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run even if --out already holds one (its files are replaced)")
-    for flag, field, kind, text in _PRETRAIN_OPTIONS:
-        default = getattr(defaults, field)
-        parser.add_argument(flag, type=kind, default=None, dest=field, help=f"{text} (shapes default: {default})")
-    parser.add_argument("--heldout", choices=["pairs", "captions"], default=None,
-                        help="shapes: how the zero-shot colour x shape pairs are kept out of training: 'pairs' = "
-                             "their images never appear (strict), 'captions' = their images appear but no caption "
-                             f"names both attributes together (default {defaults.heldout})")
-    parser.add_argument("--hard-negatives", action="store_true", default=None,
-                        help="shapes: NegCLIP's fix for bag-of-words behaviour: each caption's false twin (colours "
-                             "or objects swapped, words shuffled) joins the batch as a negative (chapter 09)")
-    parser.add_argument("--no-cifar", action="store_false", dest="cifar", default=None,
-                        help="COCO: skip the CIFAR-10/100 zero-shot evaluation at the end")
-    parser.add_argument("--device", default=None,
-                        help="auto (cuda, then mps, then cpu; the default), cpu, cuda, cuda:1, mps")
-    parser.add_argument("--amp", default=None, choices=["auto", "bf16", "fp16", "off"],
-                        help="mixed precision: auto = bf16 (or fp16 with loss scaling) on a GPU, off on the CPU")
-    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    for field in dataclass_fields(TrainConfig):
+        add_setting_argument(parser, field)
+
+
+def add_setting_argument(parser, field) -> None:
+    """One TrainConfig field as an option: ``--name`` (or the field's own flag), its help, its default shown."""
+    about = field.metadata
+    flag = about.get("flag") or "--" + field.name.replace("_", "-")
+    if field.type == "bool" or isinstance(field.default, bool):
+        # --compile switches on; --no-progress / --no-cifar switch off a setting that is on by default
+        switch_on = not flag.startswith("--no-")
+        parser.add_argument(flag, dest=field.name, default=None, action="store_true" if switch_on else "store_false",
+                            help=about["help"])
+        return
+    kind = about.get("type") or type(field.default)
+    shown = "" if field.default is None or field.name in ("out_dir", "data") else f" (shapes default: {field.default})"
+    parser.add_argument(flag, dest=field.name, default=None, type=kind, choices=about.get("choices"),
+                        metavar="DIR" if field.name == "out_dir" else None, help=about["help"] + shown)
+
+
+def dataclass_fields(cls):
+    from dataclasses import fields
+    return fields(cls)
 
 
 def pretrain_config(args):
     """The run's TrainConfig: preset (or the checkpoint's settings on --resume), then the options given."""
     from pathlib import Path
 
-    from .checkpoint import read_checkpoint
     from .course import fast_mode
+    from .runs import CHECKPOINT, read_checkpoint
     from .train_config import TrainConfig
-    from .training_run import CHECKPOINT
 
-    given = {field: getattr(args, field) for _, field, _, _ in _PRETRAIN_OPTIONS
-             if getattr(args, field) is not None}
-    for field in ("heldout", "hard_negatives", "cifar", "device", "amp", "compile"):
-        if getattr(args, field) is not None:
-            given[field] = getattr(args, field)
-    given["progress"] = not args.no_progress
-    out = args.out or f"runs/{args.data or 'shapes'}"
+    given = {field.name: getattr(args, field.name) for field in dataclass_fields(TrainConfig)
+             if getattr(args, field.name) is not None}
+    given.setdefault("progress", True)      # a progress bar unless --no-progress, whatever the run had
+    data = given.pop("data", None)
+    out = given.pop("out_dir", None) or f"runs/{data or 'shapes'}"
     checkpoint = Path(out) / CHECKPOINT
     if args.resume and checkpoint.exists() and not args.overwrite:
         saved = read_checkpoint(checkpoint)["train_config"]     # the run's own settings ...
-        if args.data and args.data != saved.get("data", "shapes"):
-            given["data"] = args.data                            # ... reported as a mismatch by train()
-        return TrainConfig.from_dict(saved, **given, out_dir=out, stop_after=None)
-    return TrainConfig.for_data(args.data or "shapes", args.preset, fast=fast_mode(), out_dir=out, **given)
+        if data and data != saved.get("data", "shapes"):
+            given["data"] = data                                 # ... reported as a mismatch by train()
+        return TrainConfig.from_dict(saved, **{"stop_after": None, **given}, out_dir=out)
+    return TrainConfig.for_data(data or "shapes", args.preset, fast=fast_mode(), out_dir=out, **given)
 
 
 def run_pretrain(args) -> int:
@@ -134,6 +99,7 @@ def run_pretrain(args) -> int:
     """
     from pathlib import Path
 
+    from .runs import CHECKPOINT, LOSS_CURVE, METRICS
     from .train import train
 
     config = pretrain_config(args)
@@ -145,7 +111,7 @@ def run_pretrain(args) -> int:
                  else "never named together in any training caption")
         print(f"zero-shot top-1 on held-out colour x shape pairs: {result['zeroshot_top1']:.1f}% "
               f"(chance {result['chance']:.1f}%; pairs {never}: {', '.join(result['heldout_pairs'])})")
-        if "binding" in result:
+        if "binding" in result:   # two shapes a scene: which colour goes with which shape? (chapter 09)
             from .probes import format_probes
             print(format_probes(result["binding"]))
     else:
@@ -160,7 +126,7 @@ def run_pretrain(args) -> int:
             elif config.cifar:
                 print(f"{name}: not on disk, not evaluated (fetch it with: clip-from-scratch download {name})")
     print(f"{result['step']} steps in {result['train_seconds']:.0f} s on {result['device']}. "
-          f"Wrote {Path(config.out_dir) / 'checkpoint.pt'}, metrics.json and loss_curve.png.")
+          f"Wrote {Path(config.out_dir) / CHECKPOINT}, {METRICS} and {LOSS_CURVE}.")
     return 0
 
 
@@ -238,26 +204,17 @@ def load_model_for_evaluation(args, device, truncate: bool = False):
         if not os.path.isfile(args.weights) and args.weights not in available_models():
             raise CourseError(f"--weights {args.weights!r} is neither a file nor a released model: give a "
                               f"path to a .pt file or one of {available_models()}")
+        from .runs import is_training_checkpoint
         if os.path.isfile(args.weights) and is_training_checkpoint(args.weights):
             raise CourseError(f"{args.weights} is a checkpoint written by `clip-from-scratch pretrain`, with its "
                               f"own tokenizer: pass it as --checkpoint {args.weights}")
         model, preprocess = load(args.weights, device=device)
         return model, preprocess, partial(tokenize, context_length=model.config.context_length, truncate=truncate)
-    from .train import load_checkpoint
+    from .runs import load_checkpoint
     from .transforms import eval_transform
     model, tokenizer = load_checkpoint(args.checkpoint, device=device)
     return (model, eval_transform(model.config.image_resolution),
             partial(tokenizer.tokenize, context_length=model.config.context_length, truncate=truncate))
-
-
-def is_training_checkpoint(path) -> bool:
-    """A course training checkpoint (a torch.save'd dict with the run's tokenizer), read without unpickling code."""
-    import torch
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:   # TorchScript archives, damaged files: not ours to judge here
-        return False
-    return isinstance(state, dict) and "tokenizer" in state and "model" in state
 
 
 def zeroshot_test_set(args, model, preprocess):
@@ -268,7 +225,7 @@ def zeroshot_test_set(args, model, preprocess):
         from .transforms import normalize
         spread = shapes.SPREAD
         if args.checkpoint:  # draw test scenes the way the run drew its training scenes
-            from .checkpoint import read_checkpoint
+            from .runs import read_checkpoint
             spread = read_checkpoint(args.checkpoint).get("train_config", {}).get("spread", spread)
         test = shapes.zeroshot_set(size=args.limit or 600, resolution=model.config.image_resolution,
                                    spread=spread)
@@ -334,8 +291,7 @@ def run_download(args) -> int:
 
     from .course import data_root
     from .data import cifar, coco
-    from .download import DownloadError
-    from .openai_weights import CheckpointError, available_models, checkpoint_path, download_model
+    from .openai_weights import available_models, checkpoint_path, download_model
 
     progress = not args.no_progress
     try:
@@ -382,10 +338,6 @@ def run_download(args) -> int:
             path = download_model(args.name, args.data_root, progress=progress)
             print(f"{args.name}: {'reused (sha256 checked)' if there else 'fetched'} {path} "
                   f"({_megabytes(path.stat().st_size)})")
-    except (coco.CocoUnavailable, coco.CocoCacheError, cifar.CIFARUnavailable, DownloadError,
-            CheckpointError) as err:
-        print(f"clip-from-scratch download: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\nclip-from-scratch download: interrupted; what was fetched is kept: run the same command "
               "again to resume", file=sys.stderr)
@@ -421,26 +373,20 @@ def run_retrieval(args) -> int:
 
     from .course import pick_device
     from .data import coco
-    from .download import DownloadError
-    from .openai_weights import CheckpointError
     from .retrieval import encode_coco, format_table, recall_at_k
 
     device = pick_device(args.device)
     progress = not args.no_progress
-    try:
-        # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
-        model, _, tokenize_fn = load_model_for_evaluation(args, device, truncate=True)
-        resolution = model.visual.input_resolution
-        if args.resolution is not None and args.resolution != resolution:
-            raise CourseError(f"--resolution {args.resolution}: this model takes {resolution} px images; "
-                             f"leave --resolution out (or give {resolution})")
-        data = coco.CocoCaptions(args.split, resolution=resolution, max_images=args.max_images,
-                                 root=args.data_root, download=True, progress=progress)
-        features = encode_coco(model, tokenize_fn, data, args.batch_size, device, progress)
-        recall = recall_at_k(*features, progress=progress)
-    except (coco.CocoUnavailable, coco.CocoCacheError, CheckpointError, DownloadError) as err:
-        print(f"clip-from-scratch retrieval: error: {err}", file=sys.stderr)
-        return 2
+    # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
+    model, _, tokenize_fn = load_model_for_evaluation(args, device, truncate=True)
+    resolution = model.visual.input_resolution
+    if args.resolution is not None and args.resolution != resolution:
+        raise CourseError(f"--resolution {args.resolution}: this model takes {resolution} px images; "
+                          f"leave --resolution out (or give {resolution})")
+    data = coco.CocoCaptions(args.split, resolution=resolution, max_images=args.max_images,
+                             root=args.data_root, download=True, progress=progress)
+    features = encode_coco(model, tokenize_fn, data, args.batch_size, device, progress)
+    recall = recall_at_k(*features, progress=progress)
     source = args.weights or args.checkpoint
     num_captions = len(features[1])
     print(f"retrieval on COCO {args.split} ({len(data)} images, {num_captions} captions, {resolution} px) "
@@ -472,17 +418,6 @@ COMMANDS = {"pretrain": run_pretrain, "zeroshot": run_zeroshot, "download": run_
             "retrieval": run_retrieval}
 
 
-def user_errors() -> tuple[type, ...]:
-    """The error types that are the user's to fix (each says what to do); everything else is a bug."""
-    from .data.cifar import CIFARUnavailable
-    from .data.coco import CocoCacheError, CocoUnavailable
-    from .download import DownloadError
-    from .model import ArchitectureMismatchError
-    from .openai_weights import CheckpointError
-    return (CourseError, CIFARUnavailable, CocoUnavailable, CocoCacheError, DownloadError, CheckpointError,
-            ArchitectureMismatchError)
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -491,7 +426,7 @@ def main(argv=None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args)
-    except user_errors() as err:
+    except CourseError as err:
         # Problems the user can fix: say what and how, without a traceback.
         print(f"clip-from-scratch {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -38,13 +38,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .errors import CourseError
 from .files import file_lock, fsync_replace
 
 CHUNK = 1 << 20  # 1 MiB
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(CourseError, RuntimeError):
     """The file could not be fetched (no internet, server error, ...)."""
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ArchitectureMismatchError
 from .resnet_encoder import TOTAL_STRIDE, ResNetEncoder
 from .text_encoder import TextEncoder, encode_tokens
 from .vision_encoder import VisionEncoder
@@ -80,9 +81,11 @@ class CLIPConfig:
                                      (("transformer_width", self.transformer_width), self.transformer_heads)):
             if width % heads:
                 what = (f"32 * vision_width = {width}" if self.is_resnet and name == "vision_width"
-                        else f"{name}={width}")
+                        else f"{name} ({width})")
                 raise ValueError(f"{what} must be divisible by its number of heads ({heads})")
         if self.is_resnet:
+            if self.vision_width % 2:
+                raise ValueError(f"a ResNet's vision_width (its stem) must be even (got {self.vision_width})")
             if self.image_resolution % TOTAL_STRIDE:
                 raise ValueError(f"image_resolution={self.image_resolution}: a ResNet image encoder halves the "
                                  f"image five times, so the resolution must be a multiple of {TOTAL_STRIDE}")
@@ -204,10 +207,6 @@ PRESETS: dict[str, CLIPConfig] = {
                                vision_patch_size=None, context_length=77, vocab_size=49408,
                                transformer_width=256, transformer_heads=4, transformer_layers=4),
 }
-
-
-class ArchitectureMismatchError(RuntimeError):
-    """A state dict whose tensors do not fit the model it is loaded into."""
 
 
 class CLIP(nn.Module):

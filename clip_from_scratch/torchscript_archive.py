@@ -38,8 +38,10 @@ import zipfile
 
 import torch
 
+from .errors import CourseError
 
-class UnsafeArchiveError(pickle.UnpicklingError):
+
+class UnsafeArchiveError(CourseError, pickle.UnpicklingError):
     """The archive asks for something that is not plain data (a function or class outside the allow-list)."""
 
 

@@ -18,7 +18,7 @@ training resolution.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from .errors import ConfigError
 from .model import CLIPConfig
@@ -51,79 +51,125 @@ PRESETS: dict[str, dict] = {
 TWO_OBJECTS = dict(image_resolution=32, vision_patch_size=8)
 
 #: A run in fast mode (``CLIP_FAST=1``): the same code paths, a fraction of the work.
+FAST_SHAPES = dict(num_images=2048, steps=300, batch_size=64, warmup_steps=30, zeroshot_images=120, eval_every=100,
+                   checkpoint_every=100)
 FAST_COCO = dict(num_images=256, eval_images=64, steps=20, batch_size=32, warmup_steps=2, bpe_merges=200,
                  log_every=5)
 
 
+def setting(default, help: str, *, flag: str | None = None, may_change_on_resume: bool = False,
+            choices: tuple | None = None, type=None):
+    """A TrainConfig field and everything said about it, once: its default, its ``--help`` text, its
+    command-line flag (default: ``--`` + the name with dashes), and whether a resumed run may change it.
+
+    >>> setting(10, "evaluate every N steps", may_change_on_resume=True).metadata["flag"] is None
+    True
+    """
+    return field(default=default, metadata=dict(help=help, flag=flag, may_change_on_resume=may_change_on_resume,
+                                                choices=choices, type=type))
+
+
 @dataclass
 class TrainConfig:
-    """Every setting of a run. The defaults train the shapes CLIP on a 2-core laptop CPU in about 2 minutes."""
-    out_dir: str = "runs/shapes"      # checkpoint.pt, metrics.json, loss_curve.png go here
-    data: str = "shapes"              # shapes (offline, drawn on the fly) | coco (train2017, downloaded once)
-    num_images: int | None = 40_000   # training images (COCO: the first N of train2017; None: all)
-    image_resolution: int = 16        # shapes need no more; COCO images are cached at this size
-    crop_scale: float = 1.0           # random resized crop keeps this much of the area at least (1: no crop)
-    # shapes only
-    max_shapes: int = 1               # >1: scenes with several shapes ("a red circle and a blue square.")
-    spread: float = 0.25              # how far from the centre shapes may sit (0 centred .. 1 anywhere)
-    partial_captions: float = 0.3     # captions naming only the colour or only the shape ("a circle.")
-    heldout: str = "pairs"            # captions: held-out pairs drawn but never named as a pair; pairs: never drawn
-    shape_only: float = 0.5           # scenes shown as a shape in an unnamed colour, captioned "a circle."
-    colour_only: float = 0.25         # scenes blurred past recognition, captioned "a red shape."
-    zeroshot_images: int = 600        # held-out colour x shape pairs for the zero-shot score
-    hard_negatives: bool = False      # NegCLIP: a false caption per caption joins the text side (needs 2 shapes)
-    negative_kinds: str = "attribute_swap,relation_swap,word_order"   # perturbations the false captions use
-    # COCO only
-    eval_images: int | None = 5_000   # val2017 images for retrieval (None: all 5,000)
-    cifar: bool = True                # also CIFAR-10/100 zero-shot at the end, when CIFAR is on disk
-    bpe_merges: int = 100             # the run's own tokenizer: 512 bytes + merges + 2 specials
-    # model: CLIPConfig's names (model.py), one meaning each
-    image_encoder: str = "vit"        # vit (a Vision Transformer) | resnet (CLIP's modified ResNet)
-    vision_patch_size: int = 4        # ViT: 16 px / 4 = a 4 x 4 grid, 16 image tokens (a ResNet has none)
-    vision_width: int = 64            # ViT: its width; ResNet: the stem's (the attention pool is 32x wider)
-    vision_layers: int = 2            # ViT: its depth; ResNet: bottleneck blocks in each of its four stages
-    vision_heads: int = 2             # ViT only (a ResNet's attention pool has width * 32 // 64)
-    transformer_width: int = 64       # the text transformer
-    transformer_layers: int = 2
-    transformer_heads: int = 2
-    embed_dim: int = 64               # the shared space both towers project into
-    context_length: int = 32          # longer captions are cut (their end-of-text token kept)
-    # optimisation
-    steps: int = 2_000
-    batch_size: int = 128             # global batch (split across processes under torchrun)
-    lr: float = 2e-3
-    warmup_steps: int = 100           # capped at a tenth of the steps, so short runs still get a schedule
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    grad_clip: float = 1.0
-    amp: str = "auto"                 # auto | bf16 | fp16 | off  (auto: bf16/fp16 on GPU, off on CPU)
-    compile: bool = False             # torch.compile the model (GPU; worth it for long runs)
-    # bookkeeping
-    seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda | cuda:1 | mps
-    eval_every: int = 250             # evaluate every N steps (0: only at the end)
-    checkpoint_every: int = 250       # and a checkpoint every N steps (and at the end, and on Ctrl-C)
-    log_every: int = 10               # read the loss from the device every N steps (each read waits for it)
-    progress: bool = True             # tqdm progress bar
-    stop_after: int | None = None     # stop (and save) after this step, as if interrupted; None: run to the end
+    """Every setting of a run. The defaults train the shapes CLIP on a 2-core laptop CPU in about 2 minutes.
 
-    # Settings that define the run: a resumed run must agree on all of these.
-    RUN_DEFINING = ("data", "num_images", "image_resolution", "crop_scale", "max_shapes", "spread",
-                    "partial_captions", "heldout", "shape_only", "colour_only", "zeroshot_images", "hard_negatives",
-                    "negative_kinds",
-                    "eval_images", "bpe_merges", "image_encoder", "vision_patch_size", "vision_width",
-                    "vision_layers", "vision_heads", "transformer_width", "transformer_layers", "transformer_heads",
-                    "embed_dim",
-                    "context_length", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "beta1",
-                    "beta2", "eps", "grad_clip", "seed")
+    Each field carries its own help text and flag (:func:`setting`): the
+    ``pretrain`` command's options are generated from them (``cli.py``), and
+    a resumed run must agree on every field not marked ``may_change_on_resume``.
+    A new setting is one field here, nothing else.
+    """
+    out_dir: str = setting("runs/shapes", "folder for checkpoint.pt, metrics.json and loss_curve.png "
+                           "(default: runs/shapes or runs/coco)", flag="--out", may_change_on_resume=True)
+    data: str = setting("shapes", "shapes (offline stand-in for COCO; the default) or coco (train2017 captions)",
+                        choices=("shapes", "coco"))
+    num_images: int | None = setting(40_000, "training images (shapes: drawn; COCO: the first N of train2017; "
+                                     "all of it when not given for the t4/gpu presets)", type=int)
+    image_resolution: int = setting(16, "image size in pixels (COCO images are cached at this size)",
+                                    flag="--resolution")
+    crop_scale: float = setting(1.0, "random resized crop: smallest fraction of the area kept (1: no crop)")
+    # shapes only
+    max_shapes: int = setting(1, "shapes: 1, or 2 for scenes of one or two shapes whose captions bind colours to "
+                              "shapes and name relations ('a red circle to the left of a blue square.'); 2 also "
+                              "picks 32 px images (chapter 09)")
+    spread: float = setting(0.25, "shapes: how far from the centre shapes may sit (0 centred .. 1 anywhere)")
+    partial_captions: float = setting(0.3, "shapes: fraction of captions naming only the colour or only the "
+                                      "shape ('a circle.')")
+    heldout: str = setting("pairs", "shapes: how the zero-shot colour x shape pairs are kept out of training: "
+                           "'pairs' = their images never appear (strict), 'captions' = their images appear but "
+                           "no caption names both attributes together", choices=("pairs", "captions"))
+    shape_only: float = setting(0.5, "shapes: fraction of scenes shown as a shape in an unnamed colour, "
+                                "captioned with the shape alone ('a circle.')")
+    colour_only: float = setting(0.25, "shapes: fraction of scenes blurred past recognition, captioned with the "
+                                 "colour alone ('a red shape.')")
+    zeroshot_images: int = setting(600, "shapes: held-out colour x shape images for the zero-shot score")
+    hard_negatives: bool = setting(False, "shapes: NegCLIP's fix for bag-of-words behaviour: each caption's false "
+                                   "twin (colours or objects swapped, words shuffled) joins the batch as a negative "
+                                   "(chapter 09)")
+    negative_kinds: str = setting("attribute_swap,relation_swap,word_order",
+                                  "shapes: the perturbations --hard-negatives draws from, comma-separated")
+    # COCO only
+    eval_images: int | None = setting(5_000, "COCO: val2017 images for retrieval (all 5,000 when not given)",
+                                      type=int)
+    data_root: str | None = setting(None, "where COCO and CIFAR live (default: $CLIP_DATA or data/)", type=str,
+                                    may_change_on_resume=True)
+    cifar: bool = setting(True, "COCO: skip the CIFAR-10/100 zero-shot evaluation at the end", flag="--no-cifar",
+                          may_change_on_resume=True)
+    bpe_merges: int = setting(100, "merges of the run's own byte-level BPE tokenizer (512 bytes + merges + 2 "
+                              "specials)")
+    # model: CLIPConfig's names (model.py), one meaning each
+    image_encoder: str = setting("vit", "vit (a Vision Transformer) or resnet (CLIP's modified ResNet; needs a "
+                                 "resolution that is a multiple of 32)", choices=("vit", "resnet"))
+    vision_patch_size: int = setting(4, "ViT patch size in pixels (16 px / 4 = a 4 x 4 grid, 16 image tokens)")
+    vision_width: int = setting(64, "ViT width; for a ResNet, its stem's (the attention pool is 32x wider)")
+    vision_layers: int = setting(2, "ViT depth; for a ResNet, bottleneck blocks in each of its 4 stages")
+    vision_heads: int = setting(2, "ViT attention heads (a ResNet's attention pool has width * 32 // 64)")
+    transformer_width: int = setting(64, "width of the text transformer")
+    transformer_layers: int = setting(2, "layers of the text transformer")
+    transformer_heads: int = setting(2, "attention heads of the text transformer")
+    embed_dim: int = setting(64, "width of the shared embedding space both towers project into")
+    context_length: int = setting(32, "caption tokens (longer captions are cut, their end-of-text token kept)")
+    # optimisation
+    steps: int = setting(2_000, "optimisation steps (the learning-rate schedule spans them)")
+    batch_size: int = setting(128, "image-caption pairs per step, at least 2 (under torchrun, the global batch, "
+                              "split evenly across processes)")
+    lr: float = setting(2e-3, "peak learning rate")
+    warmup_steps: int = setting(100, "linear warm-up steps before the cosine decay (at most a tenth of the steps)")
+    weight_decay: float = setting(0.1, "AdamW weight decay (none on gains, biases, embeddings, logit scale)")
+    beta1: float = setting(0.9, "AdamW beta1 (momentum of the gradient's running mean)")
+    beta2: float = setting(0.98, "AdamW beta2 (CLIP's 0.98, not the usual 0.999: steadier with large batches)")
+    eps: float = setting(1e-6, "AdamW epsilon")
+    grad_clip: float = setting(1.0, "clip the gradients' global norm at this (0: no clipping)")
+    amp: str = setting("auto", "mixed precision: auto = bf16 (or fp16 with loss scaling) on a GPU, off on the CPU",
+                       choices=("auto", "bf16", "fp16", "off"), may_change_on_resume=True)
+    compile: bool = setting(False, "torch.compile the model (GPU; worth it for long runs)",
+                            may_change_on_resume=True)
+    # bookkeeping
+    seed: int = setting(0, "seed for the data, the model's initial weights and the data order")
+    device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps",
+                          may_change_on_resume=True)
+    eval_every: int = setting(250, "evaluate every N steps (0: only at the end)", may_change_on_resume=True)
+    checkpoint_every: int = setting(250, "save a checkpoint every N steps, also at the end and on Ctrl-C",
+                                    may_change_on_resume=True)
+    log_every: int = setting(10, "read the loss from the device every N steps (each read waits for it)",
+                             may_change_on_resume=True)
+    progress: bool = setting(True, "no progress bar (for logs)", flag="--no-progress", may_change_on_resume=True)
+    stop_after: int | None = setting(None, "stop (and save) after this step, as if interrupted", type=int,
+                                     may_change_on_resume=True)
+
+    @classmethod
+    def run_defining(cls) -> list[str]:
+        """The settings a resumed run must keep: every field not marked ``may_change_on_resume``.
+
+        >>> "lr" in TrainConfig.run_defining(), "device" in TrainConfig.run_defining()
+        (True, False)
+        """
+        return [f.name for f in fields(cls) if not f.metadata.get("may_change_on_resume")]
 
     def __post_init__(self):
         self._check_scenes()
-        problems = []
-        if self.data not in ("shapes", "coco"):
-            problems.append(f"data must be 'shapes' or 'coco' (got {self.data!r})")
+        problems = [f"{f.name} must be one of {', '.join(f.metadata['choices'])} (got {getattr(self, f.name)!r})"
+                    for f in fields(self) if f.metadata.get("choices")
+                    and getattr(self, f.name) not in f.metadata["choices"]]
         if self.steps < 1:
             problems.append(f"steps must be at least 1 (got {self.steps})")
         if self.batch_size < 2:
@@ -135,30 +181,17 @@ class TrainConfig:
             problems.append("num_images must be a number for shapes (they are drawn, not downloaded)")
         if not self.lr > 0:
             problems.append(f"lr must be positive (got {self.lr})")
-        if self.image_encoder not in ("vit", "resnet"):
-            problems.append(f"image_encoder must be 'vit' or 'resnet' (got {self.image_encoder!r})")
-        elif self.image_encoder == "resnet" and self.image_resolution % 32:
-            problems.append(f"image_resolution ({self.image_resolution}) must be a multiple of 32 for a ResNet "
-                            f"image encoder, which halves the image five times (try --resolution 32)")
-        elif self.image_encoder == "vit" and self.image_resolution % self.vision_patch_size:
-            problems.append(f"image_resolution ({self.image_resolution}) must be a multiple of "
-                            f"vision_patch_size ({self.vision_patch_size})")
-        elif self.image_encoder == "resnet" and self.vision_width % 2:
-            problems.append(f"a ResNet's vision_width (its stem) must be even (got {self.vision_width})")
-        for tower, heads in (("vision", self.vision_heads), ("transformer", self.transformer_heads)):
-            width = getattr(self, f"{tower}_width")
-            if (tower == "transformer" or self.image_encoder == "vit") and (heads < 1 or width % heads):
-                problems.append(f"{tower}_width ({width}) must be divisible by {tower}_heads ({heads})")
-        if self.heldout not in ("pairs", "captions"):
-            problems.append(f"heldout must be 'pairs' or 'captions' (got {self.heldout!r})")
+        if self.image_encoder in ("vit", "resnet"):
+            try:   # the model's own shape checks: widths and heads, patches and resolution
+                self.model_config(vocab_size=2)
+            except ValueError as err:
+                problems.append(str(err))
         if not (0 <= self.shape_only and 0 <= self.colour_only and self.shape_only + self.colour_only <= 1):
             problems.append(f"shape_only and colour_only are fractions of the training scenes: each at least 0, "
                             f"together at most 1 (got {self.shape_only} and {self.colour_only})")
         if not 0.05 <= self.crop_scale <= 1:
             problems.append(f"crop_scale is the smallest fraction of the image a crop keeps: between 0.05 "
                             f"and 1 (got {self.crop_scale})")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            problems.append(f"amp must be one of auto, bf16, fp16, off (got {self.amp!r})")
         for name in ("eval_every", "checkpoint_every", "weight_decay", "grad_clip", "bpe_merges", "warmup_steps",
                      "seed"):
             if getattr(self, name) < 0:
@@ -183,9 +216,8 @@ class TrainConfig:
         if not 1 <= self.max_shapes <= 2:
             raise ConfigError(f"--max-shapes must be 1 or 2 (got {self.max_shapes}): a scene holds one shape, or "
                               f"two, one per half of the picture, as large as they can be and still be told apart")
-        kinds = self.negative_kinds.split(",")
         known = ("attribute_swap", "relation_swap", "word_order")
-        if not kinds or any(k not in known for k in kinds):
+        if any(kind not in known for kind in self.negative_kinds.split(",")):
             raise ConfigError(f"negative_kinds must be a comma-separated list of {', '.join(known)} "
                               f"(got {self.negative_kinds!r})")
 
@@ -221,16 +253,19 @@ class TrainConfig:
                  **changes) -> "TrainConfig":
         """The defaults for ``data`` (and, for COCO, a hardware ``preset``), then ``changes`` on top.
 
-        ``preset=None`` for COCO picks ``"cpu"``; ``fast=True`` shrinks a COCO
-        run to a smoke test (what ``CLIP_FAST=1`` notebooks use).
+        ``preset=None`` for COCO picks ``"cpu"``; ``fast=True`` shrinks either
+        run to a smoke test (what ``CLIP_FAST=1`` notebooks use)::
+
+            >>> TrainConfig.for_data("shapes", fast=True).steps, TrainConfig.for_data("coco", fast=True).steps
+            (300, 20)
         """
         if data == "shapes":
             if preset not in (None, "shapes"):
                 raise ConfigError(f"--preset {preset} is for --data coco; shapes runs have their own defaults")
             two_objects = TWO_OBJECTS if changes.get("max_shapes", 1) == 2 else {}
-            return cls(**{**two_objects, **changes})
+            return cls(**{**(FAST_SHAPES if fast else {}), **two_objects, **changes})
         if data != "coco":
-            raise ConfigError(f"data must be 'shapes' or 'coco' (got {data!r})")
+            raise ConfigError(f"data must be one of shapes, coco (got {data!r})")
         preset = preset or "cpu"
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")

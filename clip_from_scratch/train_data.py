@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from .data.pairs import ImageCaptionPairs
+from .errors import TrainingError
 from .train_config import TrainConfig, available_memory_bytes
-from .training_run import TrainingError
 from .zeroshot import TEMPLATES, zeroshot_accuracy
 
 
@@ -56,13 +56,13 @@ def coco_pairs(config: TrainConfig, split: str, max_images: int | None, rank: in
     from .data import coco
     if rank == 0:
         dataset = coco.CocoCaptions(split=split, resolution=config.image_resolution, max_images=max_images,
-                                    download=True, progress=config.progress)
+                                    root=config.data_root, download=True, progress=config.progress)
     if world_size > 1:
         import torch.distributed as dist
         dist.barrier()
     if rank != 0:
         dataset = coco.CocoCaptions(split=split, resolution=config.image_resolution, max_images=max_images,
-                                    download=False, progress=False)
+                                    root=config.data_root, download=False, progress=False)
     if len(dataset) < 2:
         raise TrainingError(f"COCO {split} has only {len(dataset)} usable image(s) in the cache; "
                             f"{dataset.stats.get('failed', 0)} failed to download. Run the command again.")
@@ -122,7 +122,7 @@ class CocoEvaluation:
         results = {"mean_recall": mean_recall(recall), "retrieval": recall, "retrieval_images": len(self.val)}
         if self.config.cifar:
             for name in ("cifar10", "cifar100"):
-                accuracy = cifar_zero_shot(model, tokenize, name)
+                accuracy = cifar_zero_shot(model, tokenize, name, self.config.data_root)
                 if accuracy is not None:
                     results[name] = accuracy
         return results
@@ -135,14 +135,14 @@ def mean_recall(recall: dict) -> float:
 
 
 @torch.no_grad()
-def cifar_zero_shot(model, tokenize, name: str) -> dict | None:
+def cifar_zero_shot(model, tokenize, name: str, root=None) -> dict | None:
     """``{"single": top1, "ensemble": top1}`` (%) on CIFAR's test set, or None when CIFAR is not on disk."""
     from .data import cifar
     from .transforms import eval_transform
     from .zeroshot import encode_images, zero_shot_classifier, zero_shot_logits, zero_shot_metrics
     try:
-        test = cifar.cifar_dataset(name, train=False, transform=eval_transform(model.config.image_resolution),
-                                   download_missing=False, progress=False)
+        test = cifar.cifar_dataset(name, train=False, root=root, download_missing=False, progress=False,
+                                   transform=eval_transform(model.config.image_resolution))
     except cifar.CIFARUnavailable:
         return None
     was_training = model.training

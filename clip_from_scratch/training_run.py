@@ -1,39 +1,28 @@
-"""The plumbing of a training run, kept out of the loop: processes, folders, signals, files.
+"""The plumbing of a training run, kept out of the loop: processes, signals, the progress line.
 
 ``train.py`` reads like the algorithm; everything here is what a real run
-needs around it:
+needs around it (the run's *files* live in ``runs.py``):
 
 * :func:`setup_distributed` — one process, or one of many under ``torchrun``;
-* :func:`check_output_folder` — fail before any work if results could not be
-  saved or would overwrite an earlier run;
+  :func:`process_slice` — this process's share of the global batch;
 * :class:`StopRequest` — Ctrl-C, ``kill`` (SIGTERM: a cluster's time limit)
   and a closed terminal (SIGHUP) all become "finish this step, save, exit",
-  agreed across processes so no rank is left waiting in a collective;
-* :func:`write_results` — ``metrics.json`` and ``loss_curve.png``.
+  agreed across processes (:func:`any_rank`) so no rank is left waiting in a collective;
+* :class:`StepLog` — each step's loss kept on the device until read every
+  ``log_every`` steps (a read waits for the GPU), a NaN stops the run, and the progress bar.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 import signal
-from pathlib import Path
+import time
 
 import torch
+from tqdm.auto import tqdm
 
-from .checkpoint import read_checkpoint
-from .errors import CourseError
-from .files import atomic_write
-
-CHECKPOINT = "checkpoint.pt"
-RESULTS = ("metrics.json", "loss_curve.png")
-
-
-class TrainingError(CourseError, RuntimeError):
-    """A problem the user can fix (bad folder, mismatched checkpoint, diverged run)."""
-
-
-class TrainingDiverged(TrainingError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+from .errors import TrainingDiverged, TrainingError
+from .runs import saved_step
 
 
 # ----------------------------------------------------------------------------- devices and processes
@@ -78,6 +67,19 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world_size, device
 
 
+def process_slice(batch_size: int, rank: int, world_size: int) -> slice:
+    """This process's rows of the global batch, which must split evenly (no sample silently dropped).
+
+    >>> process_slice(128, rank=1, world_size=2)
+    slice(64, 128, None)
+    """
+    if batch_size % world_size:
+        raise TrainingError(f"--batch-size {batch_size} does not split evenly across {world_size} processes: "
+                            f"use a multiple of {world_size}")
+    share = batch_size // world_size
+    return slice(rank * share, (rank + 1) * share)
+
+
 def cleanup_distributed(world_size: int) -> None:
     if world_size > 1:
         import torch.distributed as dist
@@ -93,70 +95,6 @@ def any_rank(flag: bool, world_size: int, device: torch.device) -> bool:
     value = torch.tensor([float(flag)], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
-
-
-# ----------------------------------------------------------------------------- the output folder
-def check_output_folder(out_dir: Path, resume: bool, overwrite: bool, rank: int = 0) -> None:
-    """Fail before any work if the folder can't be written, or would lose an earlier run.
-
-    Every process checks (each gets the same answer, so none waits for the
-    others in a collective that will never come). Nothing is created when the
-    answer is no.
-    """
-    if resume and overwrite:
-        raise TrainingError("--resume continues the run in the folder and --overwrite replaces it: "
-                            "choose one")
-    checkpoint = out_dir / CHECKPOINT
-    if resume and not checkpoint.exists():
-        raise TrainingError(f"nothing to resume: {checkpoint} does not exist. Run without --resume to start.")
-    if not resume and checkpoint.exists() and not overwrite:
-        raise TrainingError(f"{out_dir} already holds a run ({CHECKPOINT}). Continue it with --resume, "
-                            "start over with --overwrite, or pick another folder with --out.")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write_test.{rank}.{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise TrainingError(f"cannot write to the output folder {out_dir} ({err.strerror or err}). "
-                            "Choose another folder with --out.") from None
-
-
-def clear_old_results(out_dir: Path) -> None:
-    """A new run (``--overwrite``) must not leave the old run's metrics beside its own checkpoint."""
-    for name in RESULTS:
-        (out_dir / name).unlink(missing_ok=True)
-
-
-def check_same_run(saved: dict, config, out_dir: Path) -> None:
-    """A resumed run must be the same run: every run-defining setting equal."""
-    differences = [f"{name}: checkpoint {saved.get(name)!r}, now {getattr(config, name)!r}"
-                   for name in config.RUN_DEFINING
-                   if name in saved and saved.get(name) != getattr(config, name)]
-    if differences:
-        raise TrainingError(f"the checkpoint in {out_dir} belongs to a run with other settings:\n  "
-                            + "\n  ".join(differences)
-                            + "\nResume with the same settings, or start a new run in another --out folder.")
-
-
-def read_resume_state(out_dir: Path, device: torch.device) -> dict:
-    """The checkpoint to resume from, with everything a resume needs, or a clear error."""
-    try:
-        state = read_checkpoint(out_dir / CHECKPOINT, device)
-    except (FileNotFoundError, ValueError) as err:
-        raise TrainingError(str(err)) from None
-    missing = [key for key in ("optimizer", "train_config", "rng", "history", "evals") if key not in state]
-    if missing:
-        raise TrainingError(f"{out_dir / CHECKPOINT} cannot be resumed: it lacks {missing} (it holds weights "
-                            "only). Start a new run with --overwrite, or in another --out folder.")
-    return state
-
-
-def saved_step(out_dir: Path) -> int | str:
-    try:
-        return read_checkpoint(out_dir / CHECKPOINT)["step"]
-    except (FileNotFoundError, ValueError):
-        return "none yet"
 
 
 # ----------------------------------------------------------------------------- stopping cleanly
@@ -200,34 +138,50 @@ class StopRequest:
         return False
 
 
-# ----------------------------------------------------------------------------- results
-def write_results(out_dir: Path, metrics: dict, history: dict, evals: dict) -> None:
-    """``metrics.json`` and ``loss_curve.png``, each written whole or not at all."""
-    with atomic_write(out_dir / "metrics.json", "w") as f:
-        f.write(json.dumps(metrics, indent=2))
-    save_loss_curve(history, evals, out_dir / "loss_curve.png", title=metrics.get("data", "shapes"))
+# ----------------------------------------------------------------------------- the loss, read now and then
+class StepLog:
+    """Each step's loss and logit scale, kept on the device until :meth:`read` brings them over in one wait.
 
+    Reading a number from the GPU makes the CPU wait for it, so the loop reads
+    every ``log_every`` steps, and always before a checkpoint is saved: a NaN
+    stops the run (:class:`TrainingDiverged`) before it can reach a checkpoint.
+    ``history`` (the run's ``{"step", "loss", "logit_scale", "lr"}`` lists) grows as values are read.
+    """
 
-def save_loss_curve(history: dict, evals: dict, path: Path, title: str = "shapes") -> None:
-    """Loss and logit scale against step, and the evaluation score where it was measured."""
-    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's plotting backend alone
+    def __init__(self, history: dict, config, start_step: int, description: str, show: bool = True):
+        self.history, self.config, self.start_step = history, config, start_step
+        self.pending: list = []    # (step, lr, loss, logit_scale), the last two still on the device
+        self.bar = tqdm(total=config.steps, initial=start_step, disable=not show, desc=description, unit="step",
+                        dynamic_ncols=True)
+        self.started = time.perf_counter()
 
-    fig = Figure(figsize=(10, 3.5))
-    ax_loss, ax_scale = fig.subplots(1, 2)
-    ax_loss.plot(history["step"], history["loss"], lw=0.8)
-    label = "shapes, not COCO" if title == "shapes" else title
-    ax_loss.set(xlabel="step", ylabel="contrastive loss", title=f"training loss ({label})")
-    metric = next((key for key in evals if key != "step"), "zeroshot_top1")
-    if evals["step"]:
-        ax_acc = ax_loss.twinx()
-        ax_acc.plot(evals["step"], evals[metric], "o-", color="C1")
-        ax_acc.set(ylabel=EVAL_LABELS.get(metric, metric), ylim=(0, 100))
-    ax_scale.plot(history["step"], history["logit_scale"], color="C2")
-    ax_scale.set(xlabel="step", ylabel="logit_scale = 1 / temperature", title="learned logit scale (1 / temperature)")
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, dpi=100, format="png")
+    def add(self, state, loss: torch.Tensor) -> None:
+        """The step ``state`` just finished: its loss, learning rate and logit scale (no wait)."""
+        self.pending.append((state.step, state.optimizer.param_groups[0]["lr"], loss,
+                             state.model.logit_scale.detach().exp()))
+        self.bar.update()
 
+    def read(self) -> None:
+        """Bring the pending steps' numbers over from the device (one wait), and stop on a NaN."""
+        if not self.pending:
+            return
+        values = torch.stack([torch.stack(p[2:]) for p in self.pending]).tolist()
+        for (step, lr, *_), (loss, scale) in zip(self.pending, values):
+            if not math.isfinite(loss):
+                out_dir, lr_now = self.config.out_dir, self.config.lr
+                raise TrainingDiverged(
+                    f"the loss became {loss} at step {step}, so training stopped. The last good checkpoint "
+                    f"(step {saved_step(out_dir)}) is kept in {out_dir}. Try a lower --lr (now {lr_now}) "
+                    f"or --amp off, then --resume or start over.")
+            for key, value in zip(("step", "loss", "logit_scale", "lr"), (step, loss, scale, lr)):
+                self.history[key].append(value)
+        rate = (self.pending[-1][0] - self.start_step) * self.config.batch_size / (time.perf_counter() - self.started)
+        self.pending.clear()
+        self.bar.set_postfix(loss=f"{self.history['loss'][-1]:.3f}", T=f"{1 / self.history['logit_scale'][-1]:.4f}",
+                             img_s=f"{rate:.0f}", refresh=False)
 
-EVAL_LABELS = {"zeroshot_top1": "zero-shot top-1 on held-out pairs (%)",
-               "mean_recall": "val2017 retrieval, mean recall@1/5/10 (%)"}
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from clip_from_scratch.bpe import train_bpe
-from clip_from_scratch.checkpoint import save_checkpoint
 from clip_from_scratch.cli import build_parser, run_zeroshot_command
 from clip_from_scratch.data import cifar, shapes
 from clip_from_scratch.model import CLIP, CLIPConfig
+from clip_from_scratch.runs import save_checkpoint
 
 SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=16,
              transformer_width=64, transformer_heads=1, transformer_layers=1)

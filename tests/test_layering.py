@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clip_from_scratch"
 # Lowest first. Modules in one layer may not import each other.
 LAYERS = [
     ["errors", "course", "files", "data.pairs"],              # no package imports at all
-    ["download", "torchscript_archive", "transforms", "checkpoint"],   # files and pixels
+    ["download", "torchscript_archive", "transforms"],        # files and pixels
     ["clip_vocab"],                                           # where CLIP's vocabulary file comes from
     ["tokenizer"],
     ["bpe"],                                                  # training a tokenizer sits above using one
@@ -24,8 +24,8 @@ LAYERS = [
     ["data.relations"],                                       # two-object captions and their perturbations
     ["data.shapes", "data.cifar", "data.coco"],
     ["zeroshot", "retrieval", "plotting", "probes"],
-    ["train_config", "training_run"],
-    ["train_data"],
+    ["train_config", "runs"],                                 # a run's settings; a run's folder and state
+    ["training_run", "train_data"],                           # processes and signals; what a run trains on
     ["train"],
     ["exercises.*"],                                          # checks for the notebooks: use anything below
     ["cli"],

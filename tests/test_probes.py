@@ -84,8 +84,11 @@ def test_hard_negative_batches_carry_each_captions_false_twin(tmp_path):
     from clip_from_scratch.bpe import train_bpe
     tokenizer = train_bpe(pairs.all_captions(), 50)
     captions = pairs.tokenize(tokenizer, 32)
-    _, text, eot = make_batch(0, config, pairs.images, captions, torch.device("cpu"))
-    assert text.shape[0] == 32 and eot.shape == (32,)
+    batch = make_batch(0, config, pairs.images, captions, torch.device("cpu"))
+    text = torch.cat([batch.text, torch.zeros(16, 32 - batch.text.shape[1], dtype=batch.text.dtype)], 1)
+    false = batch.extra["negative_text"]
+    false = torch.cat([false, torch.zeros(16, 32 - false.shape[1], dtype=false.dtype)], 1)
+    text, eot = torch.cat([text, false]), torch.cat([batch.eot_index, batch.extra["negative_eot_index"]])
     def ids(rows, ends):
         return [tuple(row[:end + 1].tolist()) for row, end in zip(rows, ends)]
 

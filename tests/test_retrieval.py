@@ -7,11 +7,11 @@ import torch
 from coco_fixtures import use_server
 
 from clip_from_scratch.bpe import train_bpe
-from clip_from_scratch.checkpoint import save_checkpoint
 from clip_from_scratch.cli import main
 from clip_from_scratch.data import coco
 from clip_from_scratch.model import CLIP, CLIPConfig
 from clip_from_scratch.retrieval import encode_coco, format_table, recall_at_k, retrieval_ranks
+from clip_from_scratch.runs import save_checkpoint
 from clip_from_scratch.transforms import normalize
 
 

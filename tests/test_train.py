@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from clip_from_scratch import train as train_module
-from clip_from_scratch.checkpoint import read_checkpoint
+from clip_from_scratch.runs import read_checkpoint
 from clip_from_scratch.train import TrainConfig, TrainingDiverged, TrainingError, learning_rate, load_checkpoint, train
 from clip_from_scratch.train_data import ShapesEvaluation
 

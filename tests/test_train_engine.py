@@ -12,11 +12,11 @@ import torch
 import torch.multiprocessing as mp
 
 from clip_from_scratch import train as train_module
-from clip_from_scratch.checkpoint import read_checkpoint
 from clip_from_scratch.cli import build_parser, main, pretrain_config
 from clip_from_scratch.data.pairs import ImageCaptionPairs
 from clip_from_scratch.loss import contrastive_loss
 from clip_from_scratch.model import CLIP
+from clip_from_scratch.runs import read_checkpoint
 from clip_from_scratch.tokenizer import clip_tokenizer
 from clip_from_scratch.train import (
     FeaturesForLoss,
@@ -87,7 +87,7 @@ def test_caption_with_an_exclamation_mark_keeps_its_end_of_text_token():
         rows = captions.caption_rows(train_module.batch_indices(0, config, 3)[1], 0, config.seed)
         assert torch.allclose(model.encode_text(text, eot_index), model.encode_text(captions.tokens[rows]),
                               atol=1e-6)
-        assert torch.equal(order[1], text)
+        assert torch.equal(order.text, text)
 
 
 # ----------------------------------------------------------------------------- batches and crops
@@ -311,3 +311,62 @@ def test_the_training_config_names_the_model_the_way_the_model_config_does():
                       "transformer_layers", "transformer_heads", "embed_dim", "context_length", "image_resolution"}
     for name in shared:
         assert getattr(model_config, name) == getattr(config, name), name
+
+
+# ----------------------------------------------------------------------------- the step and the run's state
+def test_train_step_in_a_plain_loop_gives_exactly_the_losses_train_logs(tmp_path):
+    config = tiny(tmp_path, steps=5)
+    result = train(config)
+    from clip_from_scratch.bpe import train_bpe
+    from clip_from_scratch.train_data import load_pairs
+    pairs = load_pairs(config)
+    tokenizer = train_bpe(pairs.all_captions(), config.bpe_merges)
+    captions = pairs.tokenize(tokenizer, config.context_length)
+    torch.manual_seed(config.seed)
+    state = train_module.start_state(config, tokenizer, torch.device("cpu"))
+    net = train_module.training_network(state.model, train_module.objective_for(config), config)
+    losses = [train_module.train_step(state, net, make_batch(state.step, config, pairs.images, captions,
+                                                             torch.device("cpu")), config).item()
+              for _ in range(config.steps)]
+    assert state.step == config.steps
+    assert losses == result["history"]["loss"], "train() is train_step in a loop, bit for bit"
+
+
+def test_a_batch_that_does_not_split_evenly_across_processes_is_refused():
+    from clip_from_scratch.training_run import process_slice
+    assert [process_slice(12, rank, 3) for rank in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    with pytest.raises(TrainingError, match="does not split evenly across 3 processes: use a multiple of 3"):
+        process_slice(10, 0, 3)
+
+
+def test_a_checkpoint_from_a_newer_version_of_the_package_is_refused(tmp_path):
+    from clip_from_scratch.runs import CHECKPOINT_VERSION, NotATrainingCheckpoint
+    train(tiny(tmp_path, steps=1))
+    state = read_checkpoint(tmp_path)
+    assert state["version"] == CHECKPOINT_VERSION
+    torch.save({**state, "version": CHECKPOINT_VERSION + 1}, tmp_path / "checkpoint.pt")
+    with pytest.raises(NotATrainingCheckpoint, match="newer clip_from_scratch"):
+        read_checkpoint(tmp_path)
+
+
+# ----------------------------------------------------------------------------- each setting said once
+def test_every_training_setting_has_a_flag_whose_help_is_the_fields_own():
+    from dataclasses import fields
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["pretrain"].format_help().split())
+    for field in fields(TrainConfig):
+        flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+        assert flag in help_text, f"{field.name} has no {flag} option"
+        assert " ".join(field.metadata["help"].split())[:40] in help_text, f"{flag}'s help is not the field's"
+    config = pretrain_config(_parse(["--beta1", "0.8", "--beta2", "0.95", "--eps", "1e-8", "--grad-clip", "0",
+                                     "--max-shapes", "2", "--no-progress"]))
+    assert (config.beta1, config.beta2, config.eps, config.grad_clip, config.max_shapes) == (0.8, 0.95, 1e-8, 0, 2)
+    assert config.progress is False
+
+
+def test_a_resume_may_change_only_the_settings_marked_so(tmp_path):
+    train(tiny(tmp_path, steps=4, stop_after=1))
+    with pytest.raises(TrainingError, match="beta2: checkpoint 0.98, now 0.9"):
+        train(tiny(tmp_path, steps=4, beta2=0.9), resume=True)
+    result = train(tiny(tmp_path, steps=4, eval_every=2, log_every=2), resume=True)
+    assert result["finished"] and result["evals"]["step"] == [2, 4]
+    assert "lr" in TrainConfig.run_defining() and "eval_every" not in TrainConfig.run_defining()

@@ -32,6 +32,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from ..course import data_root
 from ..download import DownloadError, download
+from ..errors import CourseError
 
 DATASETS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
@@ -52,7 +53,7 @@ CIFAR100_CLASSES = (
 CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
 
 
-class CIFARUnavailable(RuntimeError):
+class CIFARUnavailable(CourseError, RuntimeError):
     """CIFAR is not on disk and could not be downloaded."""
 
 

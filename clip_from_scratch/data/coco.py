@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 
 from ..course import data_root
 from ..download import DownloadError, download
+from ..errors import CourseError
 
 SPLITS = ("train2017", "val2017")
 URL_ENV_VAR = "CLIP_COCO_URL"
@@ -82,11 +83,11 @@ TODO, DONE, MISSING, UNDECODABLE, UNREACHED = 0, 1, 2, 3, 4
 PERMANENT_FAILURES = (MISSING, UNDECODABLE)
 
 
-class CocoUnavailable(RuntimeError):
+class CocoUnavailable(CourseError, RuntimeError):
     """COCO is not on disk and could not be fetched; the message says which command to run."""
 
 
-class CocoCacheError(RuntimeError):
+class CocoCacheError(CourseError, RuntimeError):
     """A cache file that is damaged or does not match what was asked for; delete it and rerun."""
 
 
