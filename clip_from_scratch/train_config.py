@@ -47,8 +47,8 @@ PRESETS: dict[str, dict] = {
 
 #: What ``max_shapes=2`` changes (chapter 09's recipe): two shapes need 32 px to stay legible (each
 #: 8-13 px across; at 16 px a small triangle and a small diamond are the same blob), and 8 px patches
-#: keep the 4 x 4 grid of image tokens, so a step costs what a one-shape step costs. Binding is learnt
-#: late: with hard negatives, 2,000 steps left colour binding at ~70%, 3,000 reached 90% (README).
+#: keep the 4 x 4 grid of image tokens, so a step costs what a one-shape step costs. Colour binding is
+#: learnt late: 2,000 steps left it at 70-80%, 3,000 reached 90%, with or without hard negatives (README).
 TWO_OBJECTS = dict(image_resolution=32, vision_patch_size=8, steps=3_000)
 
 #: A run in fast mode (``CLIP_FAST=1``): the same code paths, a fraction of the work.
@@ -91,7 +91,7 @@ class TrainConfig:
     # shapes only
     max_shapes: int = setting(1, "shapes: 1, or 2 for scenes of one or two shapes whose captions bind colours to "
                               "shapes and name relations ('a red circle to the left of a blue square.'); 2 also "
-                              "picks 32 px images (chapter 09)")
+                              "picks 32 px images and 3,000 steps unless given (chapter 09)")
     spread: float = setting(0.25, "shapes: how far from the centre shapes may sit (0 centred .. 1 anywhere)")
     partial_captions: float = setting(0.3, "shapes: fraction of captions naming only the colour or only the "
                                       "shape ('a circle.')")
