@@ -3,7 +3,7 @@
     python3 benchmarks/bench_coco_fetch.py                 # 400 images of 640 x 480, 64 px cache
     python3 benchmarks/bench_coco_fetch.py --images 200 --latency 0.05 --resolution 224
 
-The server runs on 127.0.0.1 in a process of its own (tests/coco_fixtures.py), so the network is not
+The server runs on 127.0.0.1 in a process of its own (tests/fixtures/coco_fixtures.py), so the network is not
 what is measured: with ``--latency 0`` the figures are the client's own cost
 (HTTP, JPEG decode, resize, writing the memmap); ``--latency L`` makes the
 server wait L seconds before each answer, standing in for the round trip to
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
 
 import numpy as np  # noqa: E402
 from coco_fixtures import start_coco_server, write_coco_tree  # noqa: E402

@@ -4,13 +4,23 @@
     clip-from-scratch pretrain --data coco --preset cpu    # COCO captions (downloads what it needs once)
     clip-from-scratch pretrain --resume        # continue an interrupted run exactly where it stopped
     clip-from-scratch pretrain --help          # every option
-    clip-from-scratch zeroshot --checkpoint runs/shapes/checkpoint.pt --dataset shapes
-    clip-from-scratch zeroshot --weights ViT-B/32 --dataset cifar100 --templates ensemble
+    clip-from-scratch zeroshot --checkpoint runs/shapes/checkpoint.pt --data shapes
+    clip-from-scratch zeroshot --weights ViT-B/32 --data cifar100 --templates ensemble
     clip-from-scratch download coco --split val2017 --resolution 224   # prefetch (also: cifar100, weights NAME)
     clip-from-scratch retrieval --weights ViT-B/32   # COCO val2017 image<->text recall@1/5/10
 
 Each subcommand is a pair of functions: ``add_<name>_parser(subparsers)``
-declares its options, ``run_<name>(args)`` does the work. Problems the user
+declares its options, ``run_<name>(args)`` does the work. One word per idea
+across the subcommands:
+
+* ``--data`` what to train or evaluate on; ``--data-root`` where datasets live;
+* ``--num-images N`` how many images (the first N);
+* ``--out DIR`` where results go, always a folder (``pretrain``: the run
+  folder; ``zeroshot``/``retrieval``: a JSON file named after the evaluation, in it);
+* ``--device`` (checked, one function for all: ``course.pick_device``), ``--no-progress``.
+
+Old spellings (``--dataset``, ``--limit``, ``--max-images``, ``--output FILE``)
+still work for one release, hidden from ``--help``. Problems the user
 can fix (:class:`~clip_from_scratch.errors.CourseError`) are printed as one
 line with exit code 2; anything else is a bug and keeps its traceback.
 """
@@ -30,10 +40,10 @@ def add_pretrain_parser(subparsers) -> None:
     unless given, so an option not on the command line never overrides a
     preset or, with --resume, the run's own setting.
     """
-    from .train_config import PRESETS, TrainConfig
+    from .train_config import COCO_PRESETS, TrainConfig
     parser = subparsers.add_parser("pretrain", description=run_pretrain.__doc__,
                                    help="contrastive pre-training: offline shapes (default) or COCO captions")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+    parser.add_argument("--preset", choices=sorted(COCO_PRESETS), default=None,
                         help="COCO run sized for: cpu (a laptop, a few minutes; the default), t4 (a free Colab "
                              "GPU, under an hour), gpu (one H100-class card, about 10 minutes)")
     parser.add_argument("--resume", action="store_true",
@@ -56,8 +66,9 @@ def add_setting_argument(parser, field) -> None:
         return
     kind = about.get("type") or type(field.default)
     shown = "" if field.default is None or field.name in ("out_dir", "data") else f" (shapes default: {field.default})"
+    metavar = {int: "N", float: "X"}.get(kind, "DIR" if field.name in ("out_dir", "data_root") else "NAME")
     parser.add_argument(flag, dest=field.name, default=None, type=kind, choices=about.get("choices"),
-                        metavar="DIR" if field.name == "out_dir" else None, help=about["help"] + shown)
+                        metavar=None if about.get("choices") else metavar, help=about["help"] + shown)
 
 
 def dataclass_fields(cls):
@@ -132,17 +143,20 @@ def run_pretrain(args) -> int:
 
 # ----------------------------------------------------------------------------- zeroshot
 def add_zeroshot_parser(subparsers) -> None:
-    from .zeroshot import TEMPLATES
+    from .zeroshot import TEMPLATE_SETS
     parser = subparsers.add_parser("zeroshot", description=run_zeroshot.__doc__,
                                    help="zero-shot classification: CIFAR-10/100 or shapes, one prompt or an ensemble")
     add_model_arguments(parser, batch_size=128)
-    parser.add_argument("--dataset", default="cifar100", choices=["cifar100", "cifar10", "shapes"])
-    parser.add_argument("--templates", default="ensemble", choices=sorted(TEMPLATES),
+    parser.add_argument("--data", dest="dataset", default="cifar100", choices=["cifar100", "cifar10", "shapes"],
+                        help="the labelled test set (default: %(default)s)")
+    add_hidden_alias(parser, "--dataset", dest="dataset", choices=["cifar100", "cifar10", "shapes"])
+    parser.add_argument("--templates", default="ensemble", choices=sorted(TEMPLATE_SETS),
                         help="one prompt ('a photo of a {}.') or the paper's 18-prompt ensemble")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
-    parser.add_argument("--data-root", default=None, help="where CIFAR lives (default: data/ or $CLIP_DATA)")
-    parser.add_argument("--output", default=None,
-                        help="JSON file for the results (default: zeroshot_<dataset>_<templates>.json)")
+    parser.add_argument("--num-images", dest="num_images", type=int, default=None, metavar="N",
+                        help="evaluate only the first N test images")
+    add_hidden_alias(parser, "--limit", dest="num_images", type=int)
+    add_common_arguments(parser, data="CIFAR")
+    add_out_arguments(parser, "zeroshot_<data>_<templates>.json")
 
 
 def run_zeroshot(args) -> int:
@@ -157,18 +171,18 @@ def run_zeroshot(args) -> int:
 def run_zeroshot_command(args):
     """Run ``clip-from-scratch zeroshot``: print the table and write the JSON; return the result."""
     import json
-    from pathlib import Path
 
     from .course import pick_device
-    from .zeroshot import TEMPLATES, evaluate
-    output = Path(args.output or f"zeroshot_{args.dataset}_{args.templates}.json")
-    check_output_file(output)   # before the evaluation, not after it
+    from .zeroshot import TEMPLATE_SETS, evaluate
+    output = result_file(args, f"zeroshot_{args.dataset}_{args.templates}.json")   # checked before the work
+
     device = pick_device(args.device)
     model, preprocess, tokenizer = load_model_for_evaluation(args, device)
     model.eval()
     images, names = zeroshot_test_set(args, model, preprocess)
-    templates = TEMPLATES[args.templates]
-    result = evaluate(model, images, names, templates, tokenizer, batch_size=args.batch_size, device=device)
+    templates = TEMPLATE_SETS[args.templates]
+    result = evaluate(model, images, names, templates, tokenizer, batch_size=args.batch_size, device=device,
+                      progress=not args.no_progress)
     source = args.weights or args.checkpoint
     print(f"zero-shot {args.dataset} with {source} ({args.templates} prompts)")
     if args.dataset == "shapes":
@@ -185,8 +199,50 @@ def add_model_arguments(parser, batch_size: int) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint written by `clip-from-scratch pretrain`")
     source.add_argument("--weights", help="OpenAI model name (e.g. ViT-B/32) or path to its .pt file")
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu; the default), cpu, cuda, "
+                                                         "cuda:1, mps")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="images (or prompts) encoded at a time")
+
+
+def add_common_arguments(parser, data: str) -> None:
+    """``--data-root`` and ``--no-progress``, said the same way in every subcommand."""
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help=f"where {data} lives (default: $CLIP_DATA or data/)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+
+def add_hidden_alias(parser, old_flag: str, dest: str, **kwargs) -> None:
+    """An old spelling of an option: still accepted (for one release), not shown in ``--help``."""
+    parser.add_argument(old_flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_out_arguments(parser, file_name: str) -> None:
+    """``--out DIR`` (a folder, as everywhere) for an evaluation's JSON file, and the old ``--output FILE``."""
+    parser.add_argument("--out", default=".", metavar="DIR",
+                        help=f"folder for the results, {file_name} (default: the current folder)")
+    parser.add_argument("--output", default=None, help=argparse.SUPPRESS)   # old: the file itself
+
+
+def result_file(args, file_name: str):
+    """Where an evaluation writes: ``--out``/file_name (the folder made if needed), or the old ``--output``.
+
+    Checked before the work, so a bad path fails at once, not after the evaluation.
+    """
+    from pathlib import Path
+    if args.output:
+        path = Path(args.output)
+        check_output_file(path, "--output")
+        return path
+    folder = Path(args.out)
+    if folder.exists() and not folder.is_dir():
+        raise CourseError(f"--out {folder} is a file: give a folder (the results go in {file_name})")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CourseError(f"--out {folder}: cannot create the folder ({err.strerror or err})") from None
+    path = folder / file_name
+    check_output_file(path, "--out")
+    return path
 
 
 def load_model_for_evaluation(args, device, truncate: bool = False):
@@ -227,28 +283,28 @@ def zeroshot_test_set(args, model, preprocess):
         if args.checkpoint:  # draw test scenes the way the run drew its training scenes
             from .runs import read_checkpoint
             spread = read_checkpoint(args.checkpoint).get("train_config", {}).get("spread", spread)
-        test = shapes.zeroshot_set(size=args.limit or 600, resolution=model.config.image_resolution,
+        test = shapes.zeroshot_set(size=args.num_images or 600, resolution=model.config.image_resolution,
                                    spread=spread)
         return (normalize(test["images"]), test["labels"]), test["classnames"]
     from .data import cifar
     test = cifar.cifar_dataset(args.dataset, train=False, root=args.data_root, transform=preprocess)
     names = cifar.classnames(test)
-    if args.limit:
-        test = torch.utils.data.Subset(test, range(min(args.limit, len(test))))
+    if args.num_images:
+        test = torch.utils.data.Subset(test, range(min(args.num_images, len(test))))
     return test, names
 
 
-def check_output_file(path) -> None:
+def check_output_file(path, flag: str = "--output") -> None:
     """Fail before the work if a result file could not be written there."""
+    import os
     from pathlib import Path
     path = Path(path)
     if path.is_dir():
-        raise CourseError(f"--output {path} is a folder: give a file name, e.g. {path / 'results.json'}")
+        raise CourseError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'results.json'}")
     if not path.parent.exists():
-        raise CourseError(f"--output {path}: the folder {path.parent} does not exist")
-    import os
+        raise CourseError(f"{flag} {path}: the folder {path.parent} does not exist")
     if not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise CourseError(f"--output {path} cannot be written here (no permission): choose another path")
+        raise CourseError(f"{flag} {path} cannot be written here (no permission): choose another path")
 
 
 # ----------------------------------------------------------------------------- download
@@ -263,8 +319,9 @@ def add_download_parser(subparsers) -> None:
     parser.add_argument("--split", default=None, choices=["train2017", "val2017"],
                         help="coco (required): train2017 to train (118,287 images, ~19 GB to fetch), "
                              "val2017 to evaluate (5,000 images, ~0.8 GB)")
-    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+    parser.add_argument("--num-images", dest="max_images", type=int, default=None, metavar="N",
                         help="coco: only the first N images by id (default: all)")
+    add_hidden_alias(parser, "--max-images", dest="max_images", type=int)
     parser.add_argument("--resolution", type=int, default=64, metavar="R",
                         help="coco: side of the cached square images in px (default: %(default)s)")
     parser.add_argument("--keep-jpeg", action="store_true",
@@ -289,8 +346,8 @@ def run_download(args) -> int:
     import json
     from pathlib import Path
 
-    from .course import data_root
     from .data import cifar, coco
+    from .data.root import data_root
     from .openai_weights import available_models, checkpoint_path, download_model
 
     progress = not args.no_progress
@@ -352,14 +409,13 @@ def add_retrieval_parser(subparsers) -> None:
     add_model_arguments(parser, batch_size=256)
     parser.add_argument("--split", default="val2017", choices=["val2017", "train2017"],
                         help="evaluate on val2017 (default); train2017 only to compare with training")
-    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+    parser.add_argument("--num-images", dest="max_images", type=int, default=None, metavar="N",
                         help="only the first N images by id (a quicker, easier test: fewer distractors)")
+    add_hidden_alias(parser, "--max-images", dest="max_images", type=int)
     parser.add_argument("--resolution", type=int, default=None, metavar="R",
                         help="image side in px (default and only choice: the model's input resolution)")
-    parser.add_argument("--data-root", default=None, help="where COCO lives (default: $CLIP_DATA or data/)")
-    parser.add_argument("--output", default=None, metavar="JSON",
-                        help="results file (default: retrieval_<split>.json)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    add_common_arguments(parser, data="COCO")
+    add_out_arguments(parser, "retrieval_<split>.json")
 
 
 def run_retrieval(args) -> int:
@@ -369,12 +425,12 @@ def run_retrieval(args) -> int:
     JSON file.
     """
     import json
-    from pathlib import Path
 
     from .course import pick_device
     from .data import coco
     from .retrieval import encode_coco, format_table, recall_at_k
 
+    output = result_file(args, f"retrieval_{args.split}.json")   # checked before the work
     device = pick_device(args.device)
     progress = not args.no_progress
     # Captions longer than the model's context are cut (end-of-text kept), as training cut them.
@@ -392,7 +448,6 @@ def run_retrieval(args) -> int:
     print(f"retrieval on COCO {args.split} ({len(data)} images, {num_captions} captions, {resolution} px) "
           f"with {source}")
     print(format_table(recall))
-    output = Path(args.output or f"retrieval_{args.split}.json")
     record = {"source": str(source), "split": args.split, "num_images": len(data), "num_captions": num_captions,
               "resolution": resolution, "max_images": args.max_images, "failed_ids": data.stats["failed_ids"],
               "recall": {direction: {str(k): v for k, v in values.items()} for direction, values in recall.items()}}

@@ -44,7 +44,7 @@ def clip_vocab_path(vocab_path=None, *, packages=VOCAB_PACKAGES, url: str = VOCA
     """Where CLIP's ``bpe_simple_vocab_16e6.txt.gz`` is, downloading it once if needed.
 
     Looks, in order, at: ``vocab_path``; ``$CLIP_VOCAB``; an installed ``clip``
-    or ``open_clip`` package; the course cache (``course.data_root()``);
+    or ``open_clip`` package; the course cache (``data.root.data_root()``);
     and finally downloads it there from ``url``, checking its sha256.
     """
     explicit = vocab_path or os.environ.get(VOCAB_ENV_VAR)
@@ -60,7 +60,7 @@ def clip_vocab_path(vocab_path=None, *, packages=VOCAB_PACKAGES, url: str = VOCA
         return found
     from .download import ChecksumError, DownloadError, download  # only off the happy path
     if cache_dir is None:
-        from .course import data_root
+        from .data.root import data_root
         cache_dir = data_root()
     target = Path(cache_dir) / VOCAB_FILE
     try:

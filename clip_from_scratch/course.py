@@ -1,4 +1,4 @@
-"""Small helpers every notebook uses: fast mode, the device, the data folder.
+"""Small helpers every notebook uses: fast mode and the device.
 
 Each notebook starts with the same few lines::
 
@@ -13,9 +13,11 @@ for the full-size versions.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
+
+from .data.root import data_root  # noqa: F401  (re-exported: notebooks call course.data_root())
+from .errors import ConfigError
 
 FAST_ENV_VAR = "CLIP_FAST"
 
@@ -28,19 +30,38 @@ def fast_mode() -> bool:
 FAST = fast_mode()
 
 
-def pick_device(prefer: str | None = None) -> torch.device:
-    """The best device available: CUDA, then Apple's MPS, then the CPU.
+def pick_device(name: str | None = None) -> torch.device:
+    """The best device here (CUDA, then Apple's MPS, then the CPU) for ``None`` or ``"auto"``;
+    any other name is checked, with a message that says what this machine has. Every command's
+    ``--device`` goes through here.
 
     >>> pick_device("cpu")
     device(type='cpu')
     """
-    if prefer is not None:
-        return torch.device(prefer)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if name is None or name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device name: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} was asked for, but this machine has no CUDA GPU: "
+                              "use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                              f"numbered from 0")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("--device mps needs an Apple-silicon Mac with PyTorch's MPS support; "
+                              "use --device cpu (or auto) here")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name}: the course runs on cpu, cuda or mps")
+    return device
 
 
 def describe_device(device: torch.device) -> str:
@@ -51,20 +72,3 @@ def describe_device(device: torch.device) -> str:
         return "Using Apple GPU (MPS)"
     return ("Using the CPU. Everything in the course runs here; on Colab, "
             "Runtime -> Change runtime type -> GPU makes the long runs faster.")
-
-
-def data_root() -> Path:
-    """Where downloads and caches go: ``$CLIP_DATA`` or ``data/`` beside the notebooks.
-
-    The folder is created on first use. Workshops can point every learner at a
-    shared, pre-downloaded copy by setting ``CLIP_DATA``.
-    """
-    root = os.environ.get("CLIP_DATA")
-    if root:
-        path = Path(root).expanduser()
-    else:
-        here = Path.cwd()
-        # Notebooks run from notebooks/; the course's data/ folder sits beside it.
-        path = here.parent / "data" if here.name == "notebooks" else here / "data"
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -66,7 +66,7 @@ from .tokenizer import Tokenizer
 from .train_config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
 from .train_data import load_pairs, make_evaluation
 from .training_run import StepLog, StopRequest, any_rank, cleanup_distributed, process_slice, setup_distributed
-from .transforms import normalize
+from .transforms import normalize, random_resized_crop
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -367,27 +367,6 @@ def make_batch(step: int, config: TrainConfig, images: torch.Tensor, captions, d
         extra = dict(negative_text=captions.negative_tokens[rows, :int(false_lengths.max())].to(device),
                      negative_eot_index=(false_lengths - 1).to(device))
     return Batch(pixels, text, eot_index, extra)
-
-
-def random_resized_crop(images: torch.Tensor, min_scale: float, generator: torch.Generator) -> torch.Tensor:
-    """A square crop of each image covering ``min_scale``..1 of its area, resized back, on the device.
-
-    One batched ``grid_sample`` instead of a PIL crop per image. No flip, on
-    purpose: captions say "on the left of", and a mirrored image would make
-    them lie.
-
-    >>> x = torch.arange(16.).view(1, 1, 4, 4).expand(2, 3, 4, 4)
-    >>> torch.allclose(random_resized_crop(x, 1.0, torch.Generator().manual_seed(0)), x, atol=1e-5)
-    True
-    """
-    batch = images.shape[0]
-    side = torch.empty(batch).uniform_(min_scale, 1.0, generator=generator).sqrt()   # crop side / image side
-    centre = (torch.rand(batch, 2, generator=generator) * 2 - 1) * (1 - side)[:, None]  # stays inside
-    theta = torch.zeros(batch, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = side
-    theta[:, :, 2] = centre
-    grid = F.affine_grid(theta.to(images.device, images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def keep_on_device_if_it_fits(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -6,7 +6,7 @@
     >>> config.image_resolution, config.num_images
     (32, 10000)
 
-Presets (``PRESETS``) only change defaults: any setting can still be given
+Presets (``COCO_PRESETS``) only change defaults: any setting can still be given
 on top (``TrainConfig.for_data("coco", "gpu", steps=500)``). Why the COCO
 presets look the way they do: 118k images is *small* data for CLIP, and
 small data favours small models, few image tokens and strong augmentation
@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .model import CLIPConfig
 
 #: Changes from the defaults per COCO preset. Times: see the README (measured where we could).
-PRESETS: dict[str, dict] = {
+COCO_PRESETS: dict[str, dict] = {
     # A laptop CPU, a few minutes: 10k images at 32 px in a 4 x 4 grid of patches.
     "cpu": dict(num_images=10_000, eval_images=1_000, image_resolution=32, vision_patch_size=8,
                 vision_width=96, vision_layers=3, vision_heads=2,
@@ -270,9 +270,9 @@ class TrainConfig:
         if data != "coco":
             raise ConfigError(f"data must be one of shapes, coco (got {data!r})")
         preset = preset or "cpu"
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-        settings = dict(data="coco", out_dir="runs/coco", **PRESETS[preset])
+        if preset not in COCO_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(COCO_PRESETS)}")
+        settings = dict(data="coco", out_dir="runs/coco", **COCO_PRESETS[preset])
         if fast:
             settings.update(FAST_COCO)
         return cls(**{**settings, **changes})

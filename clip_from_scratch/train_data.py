@@ -21,7 +21,7 @@ import torch
 from .data.pairs import ImageCaptionPairs
 from .errors import TrainingError
 from .train_config import TrainConfig, available_memory_bytes
-from .zeroshot import TEMPLATES, zeroshot_accuracy
+from .zeroshot import TEMPLATE_SETS, zero_shot_accuracy
 
 
 def load_pairs(config: TrainConfig, rank: int = 0, world_size: int = 1) -> ImageCaptionPairs:
@@ -83,7 +83,7 @@ class ShapesEvaluation:
         self.heldout_pairs = [" ".join(pair) for pair in shapes.HELD_OUT]
 
     def score(self, model, tokenize) -> float:
-        return zeroshot_accuracy(model, tokenize, self.set["images"], self.set["labels"],
+        return zero_shot_accuracy(model, tokenize, self.set["images"], self.set["labels"],
                                  self.set["classnames"], self.set["templates"])
 
     def final(self, model, tokenize) -> dict:
@@ -151,7 +151,7 @@ def cifar_zero_shot(model, tokenize, name: str, root=None) -> dict | None:
     names = cifar.classnames(test)
     features, labels = encode_images(model, test, device=device, progress=False)
     accuracy = {}
-    for kind, templates in TEMPLATES.items():
+    for kind, templates in TEMPLATE_SETS.items():
         classifier = zero_shot_classifier(model, names, templates, tokenizer=tokenize, device=device,
                                           progress=False)
         result = zero_shot_metrics(zero_shot_logits(features, classifier.float().cpu()), labels, names, (1, 5),

@@ -21,39 +21,15 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from .course import pick_device
 from .errors import TrainingDiverged, TrainingError
 from .runs import saved_step
 
 
 # ----------------------------------------------------------------------------- devices and processes
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> the best device here; anything else is checked, with a message that says what exists."""
-    from .course import pick_device
-    if name == "auto":
-        return pick_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainingError(f"--device {name!r} is not a device name: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"--device {name} was asked for, but this machine has no CUDA GPU: "
-                                "use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrainingError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
-                                f"numbered from 0")
-    elif device.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise TrainingError("--device mps needs an Apple-silicon Mac with PyTorch's MPS support; "
-                                "use --device cpu (or auto) here")
-    elif device.type != "cpu":
-        raise TrainingError(f"--device {name}: training runs on cpu, cuda or mps")
-    return device
-
-
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world_size, device). Under torchrun, join the process group (nccl on GPU, gloo on CPU)."""
-    device = resolve_device(device_name)
+    device = pick_device(device_name)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1, device

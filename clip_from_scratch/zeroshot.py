@@ -37,7 +37,8 @@ _PHRASINGS = ("a photo of {} {}.", "a blurry photo of {} {}.", "a black and whit
               "a photo of {} big {}.")
 CIFAR_TEMPLATES = tuple(p.replace("{} ", article + " ", 1) for p in _PHRASINGS for article in ("a", "the"))
 
-TEMPLATES = {"single": SINGLE_TEMPLATE, "ensemble": CIFAR_TEMPLATES}
+#: The named prompt sets ``clip-from-scratch zeroshot --templates`` offers.
+TEMPLATE_SETS = {"single": SINGLE_TEMPLATE, "ensemble": CIFAR_TEMPLATES}
 
 
 def check_templates(templates: Sequence[str]) -> None:
@@ -103,8 +104,8 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
 
 
 @torch.no_grad()
-def zeroshot_accuracy(model, tokenizer: Callable, images: torch.Tensor, labels: torch.Tensor,
-                      classnames: Sequence[str], templates: Sequence[str], batch_size: int = 500) -> float:
+def zero_shot_accuracy(model, tokenizer: Callable, images: torch.Tensor, labels: torch.Tensor,
+                       classnames: Sequence[str], templates: Sequence[str], batch_size: int = 500) -> float:
     """Top-1 (%) of uint8 images ``[N, 3, R, R]`` classified among ``classnames``: training's quick score.
 
     ``tokenizer(texts)`` returns the model's token ids (for a course run:

@@ -26,7 +26,7 @@ way OpenAI ships them, with random weights:
     random word ids, end-of-text ``vocab_size - 1``, zero padding. ``lengths``
     (number of word tokens per caption) defaults to random 8..18.
 
-Loopback plumbing (tests/loopback.py), so no test reaches the internet:
+Loopback plumbing (tests/fixtures/loopback.py), so no test reaches the internet:
 
 ``free_port -> int``
     A port nothing listens on (a connection to it is refused; a process group can bind it).
@@ -39,7 +39,7 @@ Loopback plumbing (tests/loopback.py), so no test reaches the internet:
     The same, serving ``directory``'s files.
 
 ``fake_cifar(name, train_images, train_labels, test_images, test_labels, classes=None, served=None)``
-    Writes a tiny archive in CIFAR's real format (tests/cifar_fixtures.py)
+    Writes a tiny archive in CIFAR's real format (tests/fixtures/cifar_fixtures.py)
     into ``served`` (default ``tmp_path / "served"``), serves that folder,
     and points torchvision's CIFAR class at it, expecting exactly the fake
     files' digests (its integrity check stays on). Returns a ``FakeCifar``
@@ -47,21 +47,26 @@ Loopback plumbing (tests/loopback.py), so no test reaches the internet:
     Patches are undone after the test.
 
 ``coco_tree`` and ``coco_http``
-    A tiny COCO tree and its server (tests/coco_fixtures.py).
+    A tiny COCO tree and its server (tests/fixtures/coco_fixtures.py).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import loopback
 import pytest
 import torch
-from cifar_fixtures import write_cifar_archive
-from coco_fixtures import CocoServer, CocoTree, start_coco_server, write_coco_tree
+
+# The helpers the tests share (files in real formats, the loopback server, ...) live in tests/fixtures/.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+
+import loopback  # noqa: E402
+from cifar_fixtures import write_cifar_archive  # noqa: E402
+from coco_fixtures import CocoServer, CocoTree, start_coco_server, write_coco_tree  # noqa: E402
 
 from clip_from_scratch.data.cifar import dataset_class
 from clip_from_scratch.download import file_digest

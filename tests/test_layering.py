@@ -1,9 +1,10 @@
 """The package's layers run one way: a module imports only modules of lower layers.
 
 tokenizer -> layers -> encoders -> model -> loss -> data -> zero-shot/retrieval
--> training -> command line. Every import counts, also the ones inside
-functions (a lazy import still ties two modules together). A new module must
-be placed in LAYERS, which is the map a reader can follow.
+-> training (settings and run folder -> processes and data -> the loop) ->
+command line. Every import counts, also the ones inside functions (a lazy
+import still ties two modules together). A new module must be placed in
+LAYERS, which is the map a reader can follow.
 """
 import ast
 from pathlib import Path
@@ -12,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clip_from_scratch"
 
 # Lowest first. Modules in one layer may not import each other.
 LAYERS = [
-    ["errors", "course", "files", "data.pairs"],              # no package imports at all
+    ["errors", "files", "data.pairs", "data.root"],           # no package imports at all
+    ["course"],                                               # the notebooks' helpers: fast mode, the device
     ["download", "torchscript_archive", "transforms"],        # files and pixels
     ["clip_vocab"],                                           # where CLIP's vocabulary file comes from
     ["tokenizer"],

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_from_scratch.transforms import MEAN, STD, eval_transform, normalize, train_transform
+from clip_from_scratch.transforms import eval_transform, normalize, random_resized_crop
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # clip-anytorch imports the deprecated pkg_resources
@@ -32,27 +32,21 @@ def test_eval_transform_equals_openais(mode, size):
         assert torch.equal(ours, theirs), f"{mode} {size} at {resolution} px differs"
 
 
-def test_train_transform_gives_random_crops_of_the_right_size():
-    image = picture("RGB", (120, 90))
-    transform = train_transform(64)
-    torch.manual_seed(0)
-    a, b = transform(image), transform(image)
-    assert a.shape == b.shape == (3, 64, 64)
-    assert not torch.equal(a, b)
-
-
-@pytest.mark.parametrize("mode", ["P", "L", "RGBA", "LA", "CMYK", "1"])
-def test_train_transform_keeps_the_colour_of_any_mode(mode):
-    # A flat picture stays flat under any crop: the output must be its RGB colour, normalised.
-    image = Image.new("RGB", (50, 40), (200, 30, 90)).convert(mode, dither=Image.Dither.NONE)  # flat in any mode
-    rgb = torch.tensor(image.convert("RGB").getpixel((0, 0)), dtype=torch.float32) / 255
-    out = train_transform(32)(image)
-    assert out.shape == (3, 32, 32)
-    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
-    torch.testing.assert_close(out * std + mean, rgb.view(3, 1, 1).expand(3, 32, 32), atol=1 / 255, rtol=0)
-
-
 def test_normalize_on_uint8_batches_matches_eval_transform():
     image = picture("RGB", (64, 64))
     uint8 = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]  # [1, 3, 64, 64]
     torch.testing.assert_close(normalize(uint8)[0], eval_transform(64)(image))
+
+
+def test_random_resized_crop_is_repeatable_keeps_flat_colours_and_really_crops():
+    images = torch.rand(8, 3, 16, 16)
+    first = random_resized_crop(images, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(first, random_resized_crop(images, 0.5, torch.Generator().manual_seed(3)))
+    assert not torch.allclose(first, images, atol=1e-3)
+    flat = torch.full((2, 3, 16, 16), 0.25)
+    assert torch.allclose(random_resized_crop(flat, 0.3, torch.Generator().manual_seed(0)), flat, atol=1e-6)
+    # A crop zooms in: a left-to-right ramp spans less of its range afterwards.
+    ramp = torch.linspace(0, 1, 16).expand(32, 3, 16, 16).contiguous()
+    cropped = random_resized_crop(ramp, 0.3, torch.Generator().manual_seed(1))
+    spans = cropped[:, 0, 0, -1] - cropped[:, 0, 0, 0]          # the ramp's range left in each crop
+    assert (spans <= 1 + 1e-5).all() and spans.mean() < 0.9

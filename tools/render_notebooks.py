@@ -12,7 +12,7 @@ came, except that this machine's folders are replaced (the checkout by
 a reader's machine is not this one; and progress-bar widgets, which a static
 page such as GitHub's cannot show, are dropped. Each notebook's metadata records the run
 (``clip_from_scratch.rendered``: mode, device, seconds, torch version), which
-``tests/test_notebook_outputs.py`` checks, and chapter 00's table of run
+``tests/notebooks/test_stored_outputs.py`` checks, and chapter 00's table of run
 times is rewritten from the measured seconds.
 
 Needs ``nbclient`` (``pip install -e ".[render]"``).

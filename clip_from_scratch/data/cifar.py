@@ -18,7 +18,7 @@ digests; this module adds what a course needs around it::
 :class:`RandomImages` is NOT CIFAR: random pixels under CIFAR's class
 names, a stand-in so offline notebooks can run the same code. Accuracy on it
 is chance. (The tests' tiny archives in CIFAR's real format are written by
-``tests/cifar_fixtures.py``.)
+``tests/fixtures/cifar_fixtures.py``.)
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from ..course import data_root
 from ..download import DownloadError, download
 from ..errors import CourseError
+from .root import data_root
 
 DATASETS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
@@ -50,7 +50,7 @@ CIFAR100_CLASSES = (
     "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
     "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
     "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm")
-CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
+CIFAR_CLASSNAMES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
 
 
 class CIFARUnavailable(CourseError, RuntimeError):
@@ -77,7 +77,7 @@ def classnames(dataset_or_name) -> list[str]:
     'aquarium fish'
     """
     if isinstance(dataset_or_name, str):
-        names = CLASSES[dataset_class(dataset_or_name).__name__.lower()]
+        names = CIFAR_CLASSNAMES[dataset_class(dataset_or_name).__name__.lower()]
     else:
         names = dataset_or_name.classes
     return [readable(name) for name in names]
@@ -86,7 +86,7 @@ def classnames(dataset_or_name) -> list[str]:
 def cifar_dataset(name: str = "cifar100", train: bool = False, root: str | os.PathLike | None = None,
                   transform=None, download_missing: bool = True, url: str | None = None,
                   progress: bool = True):
-    """The torchvision CIFAR dataset, fetched into ``root`` (default ``course.data_root()``) if needed.
+    """The torchvision CIFAR dataset, fetched into ``root`` (default ``data.root.data_root()``) if needed.
 
     Items are ``(PIL image or transform(image), label)``. ``url`` overrides
     the download address (a mirror, or a local test server); the md5 that
@@ -135,7 +135,7 @@ class RandomImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, name: str = "cifar100", size: int = 10000, seed: int = 0, transform=None):
-        self.classes = list(CLASSES[dataset_class(name).__name__.lower()])
+        self.classes = list(CIFAR_CLASSNAMES[dataset_class(name).__name__.lower()])
         self.size, self.seed, self.transform = size, seed, transform
 
     def __len__(self) -> int:

@@ -58,9 +58,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
-from ..course import data_root
 from ..download import DownloadError, download
 from ..errors import CourseError
+from .root import data_root
 
 SPLITS = ("train2017", "val2017")
 URL_ENV_VAR = "CLIP_COCO_URL"

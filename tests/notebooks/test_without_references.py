@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 REFERENCES = ("clip", "open_clip")
 IMPORTS_A_REFERENCE = re.compile(r"^\s*(?:import|from)\s+(?:clip|open_clip)\b", re.MULTILINE)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]*_*.ipynb"))  # 03b_... too
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("[0-9][0-9]*_*.ipynb"))  # 03b_... too
 
 
 def load(path):
@@ -39,7 +39,7 @@ def test_header_has_badges_colab_install_and_device_cell(path):
         "an early code cell should pick the device and show the fast-mode flag"
 
 
-# Stored outputs: only those of a full-mode run by tools/render_notebooks.py (tests/test_notebook_outputs.py).
+# Stored outputs: only those of a full-mode run by tools/render_notebooks.py (tests/notebooks/test_stored_outputs.py).
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("00_")], ids=lambda p: p.name)

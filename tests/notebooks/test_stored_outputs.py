@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 MACHINE_PATHS = re.compile(r"/root/|/home/\w|/work/|/tmp/|/Users/|[A-Z]:\\\\|site-packages")
 MAX_BYTES = 3 * 2**20   # figures at a sensible dpi keep a chapter well under this
 

@@ -22,7 +22,7 @@ MODULES = [importlib.import_module(f"{exercises.__name__}.{info.name}")
 CHECKS = [function for module in MODULES
           for name, function in inspect.getmembers(module, inspect.isfunction)
           if name.startswith("check_") and function.__module__ == module.__name__]
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def raises(*args):
