@@ -252,9 +252,9 @@ def hard_negative(scene: dict, description: dict | None, text: str, rng: np.rand
             if not any(f"{colour} {shape}" in false for colour, shape in HELD_OUT):
                 return false
     replaced = replace_attribute(text, rng)
-    if replaced is not None:
-        return replaced
-    return relations.shuffle_words(text, rng, {text}) or text + " not"   # ("a shape." has nothing to change)
+    if replaced is None:   # every caption of this world names a colour or a shape
+        raise ValueError(f"no colour or shape to change in {text!r}: cannot build a false caption from it")
+    return replaced
 
 
 def off_palette(rng: np.random.Generator, background: str, min_distance: float = 90.0) -> tuple[int, int, int]:
