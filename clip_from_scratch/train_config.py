@@ -104,12 +104,13 @@ class TrainConfig:
                                  "colour alone ('a red shape.')")
     zeroshot_images: int = setting(600, "shapes: held-out colour x shape images for the zero-shot score")
     hard_negatives: bool = setting(False, "shapes: NegCLIP's fix for bag-of-words behaviour: each caption's false "
-                                   "twin (its colours or its objects swapped) joins the batch as a negative "
-                                   "(chapter 09)")
-    negative_kinds: str = setting("attribute_swap,relation_swap",
+                                   "twin (by default its two objects swapped: 'a blue square left of a red "
+                                   "circle.') joins the batch as a negative (chapter 09)")
+    negative_kinds: str = setting("relation_swap",
                                   "shapes: the perturbations --hard-negatives draws from, comma-separated: "
-                                  "attribute_swap, relation_swap, word_order (shuffles are spotted without the "
-                                  "picture, so they teach grammar, not binding; off by default)")
+                                  "attribute_swap, relation_swap, word_order. Relation swaps only by default: the "
+                                  "plain loss already learns colour binding here, and mixing kinds dilutes the "
+                                  "relation swaps; shuffles are spotted without the picture (they teach grammar)")
     # COCO only
     eval_images: int | None = setting(5_000, "COCO: val2017 images for retrieval (all 5,000 when not given)",
                                       type=int)
