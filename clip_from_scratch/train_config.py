@@ -47,9 +47,9 @@ COCO_PRESETS: dict[str, dict] = {
 
 #: What ``max_shapes=2`` changes (chapter 09's recipe): two shapes need 32 px to stay legible (each
 #: 8-13 px across; at 16 px a small triangle and a small diamond are the same blob), and 8 px patches
-#: keep the 4 x 4 grid of image tokens, so a step costs what a one-shape step costs. Colour binding is
-#: learnt late: 2,000 steps left it at 70-80%, 3,000 reached 90%, with or without hard negatives (README).
-TWO_OBJECTS = dict(image_resolution=32, vision_patch_size=8, steps=3_000)
+#: keep the 4 x 4 grid of image tokens, so a step costs what a one-shape step costs. Binding is learnt
+#: late: with hard negatives, relations were near chance at 3,000 steps and at 98% at 5,000 (README).
+TWO_OBJECTS = dict(image_resolution=32, vision_patch_size=8, steps=5_000)
 
 #: A run in fast mode (``CLIP_FAST=1``): the same code paths, a fraction of the work.
 FAST_SHAPES = dict(num_images=2048, steps=300, batch_size=64, warmup_steps=30, zeroshot_images=120, eval_every=100,
@@ -91,7 +91,7 @@ class TrainConfig:
     # shapes only
     max_shapes: int = setting(1, "shapes: 1, or 2 for scenes of one or two shapes whose captions bind colours to "
                               "shapes and name relations ('a red circle to the left of a blue square.'); 2 also "
-                              "picks 32 px images and 3,000 steps unless given (chapter 09)")
+                              "picks 32 px images and 5,000 steps unless given (chapter 09)")
     spread: float = setting(0.25, "shapes: how far from the centre shapes may sit (0 centred .. 1 anywhere)")
     partial_captions: float = setting(0.3, "shapes: fraction of captions naming only the colour or only the "
                                       "shape ('a circle.')")
@@ -104,13 +104,12 @@ class TrainConfig:
                                  "colour alone ('a red shape.')")
     zeroshot_images: int = setting(600, "shapes: held-out colour x shape images for the zero-shot score")
     hard_negatives: bool = setting(False, "shapes: NegCLIP's fix for bag-of-words behaviour: each caption's false "
-                                   "twin (by default its two objects swapped: 'a blue square left of a red "
-                                   "circle.') joins the batch as a negative (chapter 09)")
-    negative_kinds: str = setting("relation_swap",
+                                   "twin (its colours or its two objects swapped) joins the batch as a negative "
+                                   "(chapter 09)")
+    negative_kinds: str = setting("attribute_swap,relation_swap",
                                   "shapes: the perturbations --hard-negatives draws from, comma-separated: "
-                                  "attribute_swap, relation_swap, word_order. Relation swaps only by default: the "
-                                  "plain loss already learns colour binding here, and mixing kinds dilutes the "
-                                  "relation swaps; shuffles are spotted without the picture (they teach grammar)")
+                                  "attribute_swap, relation_swap, word_order (shuffles are spotted without the "
+                                  "picture, so they teach grammar, not binding: off by default)")
     # COCO only
     eval_images: int | None = setting(5_000, "COCO: val2017 images for retrieval (all 5,000 when not given)",
                                       type=int)

@@ -127,7 +127,7 @@ def test_bad_two_object_options_get_one_line(tmp_path, capsys, options, message)
 
 def test_two_shapes_by_default_pick_32_pixels_and_8_pixel_patches():
     config = TrainConfig.for_data("shapes", max_shapes=2)
-    assert (config.image_resolution, config.vision_patch_size, config.steps) == (32, 8, 3000)
+    assert (config.image_resolution, config.vision_patch_size, config.steps) == (32, 8, 5000)
     assert TrainConfig.for_data("shapes", max_shapes=2, fast=True).steps == 300       # fast mode stays fast
     assert TrainConfig.for_data("shapes", max_shapes=2, image_resolution=48).image_resolution == 48
     assert TrainConfig.for_data("shapes").image_resolution == 16
