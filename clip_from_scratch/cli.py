@@ -131,6 +131,9 @@ def run_pretrain(args) -> int:
                  else "never named together in any training caption")
         print(f"zero-shot top-1 on held-out colour x shape pairs: {result['zeroshot_top1']:.1f}% "
               f"(chance {result['chance']:.1f}%; pairs {never}: {', '.join(result['heldout_pairs'])})")
+        if "binding" in result:   # two shapes a scene: which colour goes with which shape? (chapter 09)
+            from .probes import format_probes
+            print(format_probes(result["binding"]))
     else:
         from .retrieval import format_table
         print(f"COCO val2017 retrieval ({result['retrieval_images']} images):")

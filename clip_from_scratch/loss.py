@@ -1,4 +1,4 @@
-"""CLIP's contrastive loss, its distributed form, and the sigmoid (SigLIP) loss.
+"""CLIP's contrastive loss, its distributed form, its hard-negative form (NegCLIP), and the sigmoid (SigLIP) loss.
 
 A batch of N (image, text) pairs gives an N x N matrix of similarities; the
 N matching pairs sit on the diagonal, the N^2 - N others are negatives. The
@@ -125,6 +125,53 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     labels = torch.arange(logits_per_image.shape[0], device=image_features.device)
     if world_size > 1 and local_loss:
         labels = labels + logits_per_image.shape[0] * rank
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+def hard_negative_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                       negative_features: torch.Tensor, logit_scale: torch.Tensor | float,
+                       distributed: bool = False, gather_with_grad: bool = True,
+                       local_loss: bool = False) -> torch.Tensor:
+    """CLIP's loss with one hard negative caption per image on the text side (NegCLIP).
+
+    ``negative_features`` [N, embed_dim]: row i is a *false* caption close to
+    caption i (its colours or its objects swapped, its words shuffled). Each
+    image picks its caption among the N true captions **and** the N false ones
+    (cross-entropy over an N x 2N matrix); each true caption picks its image
+    among the N images, as in CLIP (the false captions have no image to pick).
+    An image must now beat "a blue circle and a red square" with "a red circle
+    and a blue square", which a bag of words cannot do.
+
+    >>> features = torch.eye(3)
+    >>> far = -torch.eye(3)        # each false caption points away from its image
+    >>> round(hard_negative_loss(features, features, far, 100.0).item(), 6)
+    0.0
+
+    ``distributed``: as :func:`contrastive_loss`; the false captions are
+    gathered from every process with the true ones (both ride in one gather).
+    """
+    _check_features(image_features, text_features)
+    _check_features(image_features, negative_features)
+    if distributed:
+        rank, world_size = _distributed_info()
+    else:
+        rank, world_size = 0, 1
+    width = text_features.shape[1]
+    if world_size > 1:
+        # One gather for both caption sets: [N_local, 2 D] -> [N_global, 2 D], then split again.
+        all_image, both = gather_features(image_features, torch.cat([text_features, negative_features], dim=1),
+                                          local_loss, gather_with_grad)
+        all_text, all_negative = both[:, :width], both[:, width:]
+    else:
+        all_image, all_text, all_negative = image_features, text_features, negative_features
+    images = image_features if world_size > 1 and local_loss else all_image
+    texts = text_features if world_size > 1 and local_loss else all_text
+    candidates = torch.cat([all_text, all_negative], dim=0)                # [N_global true + N_global false, D]
+    logits_per_image = logit_scale * images @ candidates.T                 # [N(_local), 2 N_global]
+    logits_per_text = logit_scale * texts @ all_image.T                     # [N(_local), N_global]
+    labels = torch.arange(images.shape[0], device=image_features.device)
+    if world_size > 1 and local_loss:
+        labels = labels + images.shape[0] * rank
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
 
 

@@ -59,7 +59,7 @@ from torch import nn
 from .bpe import train_bpe
 from .data.pairs import ImageCaptionPairs
 from .errors import TrainingDiverged, TrainingError  # noqa: F401  (re-exported: train.TrainingError, ...)
-from .loss import contrastive_loss
+from .loss import contrastive_loss, hard_negative_loss
 from .model import CLIP
 from .objectives import CLIPWithObjective
 from .runs import CHECKPOINT, TrainState, load_checkpoint, prepare_run_folder, save_state, write_results  # noqa: F401
@@ -96,6 +96,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                             "lower --batch-size or use more images")
     tokenizer = Tokenizer.from_dict(saved["tokenizer"]) if saved else train_bpe(pairs.all_captions(),
                                                                                  config.bpe_merges)
+    if config.hard_negatives and pairs.negatives is None:
+        raise TrainingError(f"hard negatives need a false caption per caption, and {pairs.name or 'this data'} "
+                            "has none: build the pairs with negatives (shapes: ShapesDataset.tensors(negatives=...))")
     captions = pairs.tokenize(tokenizer, config.context_length)
     tokenize = partial(tokenizer.tokenize, context_length=config.context_length, truncate=True)
     evaluation = evaluation if evaluation is not None else make_evaluation(config, rank, world_size)
@@ -247,17 +250,45 @@ class PredictTheCaption:
         return outputs.float()   # no term across the batch: DDP's averaged gradients are the whole story
 
 
-#: Every objective by name (``TrainConfig.objective``).
+
+class HardNegatives(Contrastive):
+    """NegCLIP (chapter 09): each caption's false twin joins the text side as an extra negative.
+
+    The batch carries the false captions in ``extra`` (see :func:`make_batch`).
+    Both caption sets go through the text encoder in one call (one forward of
+    the DDP-wrapped network per step), then :func:`~clip_from_scratch.loss.hard_negative_loss`
+    scores each image against B true + B false captions.
+    """
+    name = "hard_negatives"
+
+    def forward(self, net: nn.Module, batch: Batch):
+        false, false_eot = batch.extra["negative_text"], batch.extra["negative_eot_index"]
+        longest = max(batch.text.shape[1], false.shape[1])
+        text = torch.cat([F.pad(batch.text, (0, longest - batch.text.shape[1])),
+                          F.pad(false, (0, longest - false.shape[1]))])             # [2 x batch, longest]
+        return net(batch.images, text, torch.cat([batch.eot_index, false_eot]))
+
+    def loss(self, outputs, batch: Batch, distributed: bool = False) -> torch.Tensor:
+        image_features, text_features, logit_scale = outputs         # [batch, D], [2 x batch, D], a scalar
+        true, false = F.normalize(text_features.float(), dim=-1).chunk(2)
+        return hard_negative_loss(F.normalize(image_features.float(), dim=-1), true, false, logit_scale.float(),
+                                  distributed=distributed)
+
+
+#: Every objective by name (``TrainConfig.objective``); ``--hard-negatives`` turns contrastive into
+#: :class:`HardNegatives`.
 OBJECTIVES = {"contrastive": Contrastive, "bow": PredictTheCaption, "captioning": PredictTheCaption}
 
 
 def objective_for(config: TrainConfig):
-    """The objective ``config`` trains with.
+    """The objective ``config`` trains with (``hard_negatives=True``: :class:`HardNegatives`).
 
-    >>> objective_for(TrainConfig()).name
-    'contrastive'
+    >>> objective_for(TrainConfig()).name, objective_for(TrainConfig(hard_negatives=True)).name
+    ('contrastive', 'hard_negatives')
     """
-    return OBJECTIVES[getattr(config, "objective", "contrastive")](config)
+    if config.hard_negatives:   # TrainConfig allows it with the contrastive objective only
+        return HardNegatives(config)
+    return OBJECTIVES[config.objective](config)
 
 
 def batch_loss(net: nn.Module, batch: Batch, amp_dtype: torch.dtype | None, distributed: bool = False,
@@ -339,6 +370,8 @@ def make_batch(step: int, config: TrainConfig, images: torch.Tensor, captions, d
                local: slice = slice(None)) -> Batch:
     """The step's images (normalised, maybe cropped), one caption each, and where each caption ends.
 
+    With ``config.hard_negatives``, ``extra`` holds each caption's false twin,
+    in the same order: ``negative_text`` [batch, longest] and ``negative_eot_index`` [batch].
     Everything is decided on the CPU from (seed, step), so nothing waits for
     the GPU and a resumed run draws the very same batch. Captions are cut to
     the batch's longest one here, once.
@@ -353,7 +386,12 @@ def make_batch(step: int, config: TrainConfig, images: torch.Tensor, captions, d
     if config.crop_scale < 1:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         pixels = random_resized_crop(pixels, config.crop_scale, generator)
-    return Batch(pixels, text, eot_index)
+    extra = {}
+    if config.hard_negatives:   # the false captions of the same rows (built with the data: ShapesDataset)
+        false_lengths = captions.negative_lengths[rows]
+        extra = dict(negative_text=captions.negative_tokens[rows, :int(false_lengths.max())].to(device),
+                     negative_eot_index=(false_lengths - 1).to(device))
+    return Batch(pixels, text, eot_index, extra)
 
 
 def keep_on_device_if_it_fits(images: torch.Tensor, device: torch.device) -> torch.Tensor:

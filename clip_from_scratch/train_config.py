@@ -46,6 +46,12 @@ COCO_PRESETS: dict[str, dict] = {
                 crop_scale=0.6, eval_every=1_000, log_every=50),
 }
 
+#: What ``max_shapes=2`` changes (chapter 09's recipe): two shapes need 32 px to stay legible (each
+#: 8-13 px across; at 16 px a small triangle and a small diamond are the same blob), and 8 px patches
+#: keep the 4 x 4 grid of image tokens, so a step costs what a one-shape step costs. Binding is learnt
+#: late: with hard negatives, relations were near chance at 3,000 steps and at 98% at 5,000 (README).
+TWO_OBJECTS = dict(image_resolution=32, vision_patch_size=8, steps=5_000)
+
 #: A run in fast mode (``CLIP_FAST=1``): the same code paths, a fraction of the work.
 FAST_SHAPES = dict(num_images=2048, steps=300, batch_size=64, warmup_steps=30, zeroshot_images=120, eval_every=100,
                    checkpoint_every=100)
@@ -84,8 +90,9 @@ class TrainConfig:
                                     flag="--resolution")
     crop_scale: float = setting(1.0, "random resized crop: smallest fraction of the area kept (1: no crop)")
     # shapes only
-    max_shapes: int = setting(1, "shapes: most shapes per scene; >1 draws scenes with several shapes "
-                              "('a red circle and a blue square.')")
+    max_shapes: int = setting(1, "shapes: 1, or 2 for scenes of one or two shapes whose captions bind colours to "
+                              "shapes and name relations ('a red circle to the left of a blue square.'); 2 also "
+                              "picks 32 px images and 5,000 steps unless given (chapter 09)")
     spread: float = setting(0.25, "shapes: how far from the centre shapes may sit (0 centred .. 1 anywhere)")
     partial_captions: float = setting(0.3, "shapes: fraction of captions naming only the colour or only the "
                                       "shape ('a circle.')")
@@ -97,6 +104,13 @@ class TrainConfig:
     colour_only: float = setting(0.25, "shapes: fraction of scenes blurred past recognition, captioned with the "
                                  "colour alone ('a red shape.')")
     zeroshot_images: int = setting(600, "shapes: held-out colour x shape images for the zero-shot score")
+    hard_negatives: bool = setting(False, "shapes: NegCLIP's fix for bag-of-words behaviour: each caption's false "
+                                   "twin (its colours or its two objects swapped) joins the batch as a negative "
+                                   "(chapter 09)")
+    negative_kinds: str = setting("attribute_swap,relation_swap",
+                                  "shapes: the perturbations --hard-negatives draws from, comma-separated: "
+                                  "attribute_swap, relation_swap, word_order (shuffles are spotted without the "
+                                  "picture, so they teach grammar, not binding: off by default)")
     # COCO only
     eval_images: int | None = setting(5_000, "COCO: val2017 images for retrieval (all 5,000 when not given)",
                                       type=int)
@@ -161,6 +175,7 @@ class TrainConfig:
         return [f.name for f in fields(cls) if not f.metadata.get("may_change_on_resume")]
 
     def __post_init__(self):
+        self._check_scenes()
         problems = [f"{f.name} must be one of {', '.join(f.metadata['choices'])} (got {getattr(self, f.name)!r})"
                     for f in fields(self) if f.metadata.get("choices")
                     and getattr(self, f.name) not in f.metadata["choices"]]
@@ -204,6 +219,23 @@ class TrainConfig:
         if problems:
             raise ConfigError("impossible training settings:\n  " + "\n  ".join(problems))
 
+    def _check_scenes(self) -> None:
+        """The two-object settings, each refused in one line that says what would work."""
+        if self.hard_negatives and self.data != "shapes":
+            raise ConfigError(f"--hard-negatives needs scenes to perturb (which shape has which colour, where): "
+                              f"the shapes world has them, {self.data} captions do not; use --data shapes "
+                              f"--max-shapes 2")
+        if self.hard_negatives and self.objective != "contrastive":
+            raise ConfigError(f"--hard-negatives adds false captions to a contrastive batch; --objective "
+                              f"{self.objective} compares no captions: leave out one of the two")
+        if not 1 <= self.max_shapes <= 2:
+            raise ConfigError(f"--max-shapes must be 1 or 2 (got {self.max_shapes}): a scene holds one shape, or "
+                              f"two, one per half of the picture, as large as they can be and still be told apart")
+        known = ("attribute_swap", "relation_swap", "word_order")
+        if any(kind not in known for kind in self.negative_kinds.split(",")):
+            raise ConfigError(f"negative_kinds must be a comma-separated list of {', '.join(known)} "
+                              f"(got {self.negative_kinds!r})")
+
     def model_config(self, vocab_size: int) -> CLIPConfig:
         """The architecture this run trains (``vocab_size``: its own tokenizer's).
 
@@ -245,7 +277,8 @@ class TrainConfig:
         if data == "shapes":
             if preset not in (None, "shapes"):
                 raise ConfigError(f"--preset {preset} is for --data coco; shapes runs have their own defaults")
-            return cls(**{**(FAST_SHAPES if fast else {}), **changes})
+            two_objects = TWO_OBJECTS if changes.get("max_shapes", 1) == 2 else {}
+            return cls(**{**two_objects, **(FAST_SHAPES if fast else {}), **changes})
         if data != "coco":
             raise ConfigError(f"data must be one of shapes, coco (got {data!r})")
         preset = preset or "cpu"

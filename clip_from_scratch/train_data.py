@@ -42,11 +42,15 @@ def shapes_pairs(config: TrainConfig) -> ImageCaptionPairs:
         raise TrainingError(f"{config.num_images:,} shapes images at {config.image_resolution} px need "
                             f"{needed / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is free: "
                             f"ask for fewer with --num-images")
-    images, captions = shapes.ShapesDataset(
+    data = shapes.ShapesDataset(
         config.num_images, config.image_resolution, "train", config.seed, config.max_shapes,
         spread=config.spread, partial=config.partial_captions, heldout=config.heldout,
-        shape_only=config.shape_only, colour_only=config.colour_only).tensors()
-    return ImageCaptionPairs(images, [[c] for c in captions], "shapes")
+        shape_only=config.shape_only, colour_only=config.colour_only)
+    if not config.hard_negatives:
+        images, captions = data.tensors()
+        return ImageCaptionPairs(images, [[c] for c in captions], "shapes")
+    images, captions, negatives = data.tensors(negatives=tuple(config.negative_kinds.split(",")))
+    return ImageCaptionPairs(images, [[c] for c in captions], "shapes", negatives=[[n] for n in negatives])
 
 
 def coco_pairs(config: TrainConfig, split: str, max_images: int | None, rank: int = 0,
@@ -77,6 +81,7 @@ class ShapesEvaluation:
 
     def __init__(self, config: TrainConfig):
         from .data import shapes
+        self.config = config
         self.set = shapes.zeroshot_set(config.zeroshot_images, config.image_resolution, config.seed,
                                        config.spread)
         self.chance = 100 / len(self.set["classnames"])
@@ -90,8 +95,12 @@ class ShapesEvaluation:
                                  self.set["classnames"], self.set["templates"])
 
     def final(self, model, tokenize) -> dict:
-        return {"zeroshot_top1": self.score(model, tokenize), "chance": self.chance,
-                "heldout_pairs": self.heldout_pairs}
+        results = {"zeroshot_top1": self.score(model, tokenize), "chance": self.chance,
+                   "heldout_pairs": self.heldout_pairs}
+        if self.config.max_shapes >= 2:   # two shapes a scene: does it bind colours to shapes? (chapter 09)
+            from .probes import binding_probes
+            results["binding"] = binding_probes(model, tokenize, self.config.image_resolution, seed=self.config.seed)
+        return results
 
 
 class CocoEvaluation:

@@ -25,8 +25,9 @@ LAYERS = [
     ["convert"],                                              # other layouts and safetensors, in and out
     ["openai_weights", "loss"],
     ["objectives"],                                           # chapter 08's other objectives: use the loss
+    ["data.relations"],                                       # two-object captions and their perturbations
     ["data.shapes", "data.cifar", "data.coco"],
-    ["zeroshot", "retrieval", "plotting", "probe"],
+    ["zeroshot", "retrieval", "plotting", "probe", "probes"],
     ["train_config", "runs"],                                 # a run's settings; a run's folder and state
     ["training_run", "train_data", "export"],                 # processes and signals; what a run trains on; export
     ["train"],

@@ -30,7 +30,8 @@ import torch
 class ImageCaptionPairs:
     """``images`` uint8 ``[N, 3, R, R]`` and ``captions[i]``: the list of image i's captions."""
 
-    def __init__(self, images: torch.Tensor, captions: Sequence[Sequence[str]], name: str = ""):
+    def __init__(self, images: torch.Tensor, captions: Sequence[Sequence[str]], name: str = "",
+                 negatives: Sequence[Sequence[str]] | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be uint8 [N, 3, R, R], got {images.dtype} {tuple(images.shape)}")
         if len(captions) != len(images):
@@ -39,6 +40,10 @@ class ImageCaptionPairs:
         if empty:
             raise ValueError(f"images {empty[:5]} have no caption")
         self.images, self.captions, self.name = images, [list(c) for c in captions], name
+        # Hard negatives (chapter 09): negatives[i][k] is a false caption close to captions[i][k].
+        if negatives is not None and [len(n) for n in negatives] != [len(c) for c in self.captions]:
+            raise ValueError("negatives must hold one false caption per caption, image by image")
+        self.negatives = None if negatives is None else [list(n) for n in negatives]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -61,7 +66,12 @@ class ImageCaptionPairs:
         tokens = tokenizer(texts, context_length=context_length, truncate=True)   # [captions, context]
         counts = torch.tensor([len(c) for c in self.captions])
         first = torch.cumsum(counts, 0) - counts
-        return CaptionTokens(tokens=tokens, lengths=tokens.argmax(dim=1) + 1, first=first, counts=counts)
+        result = CaptionTokens(tokens=tokens, lengths=tokens.argmax(dim=1) + 1, first=first, counts=counts)
+        if self.negatives is not None:   # the false captions, row for row with the true ones
+            false = tokenizer([n for image in self.negatives for n in image], context_length=context_length,
+                              truncate=True)
+            result.negative_tokens, result.negative_lengths = false, false.argmax(dim=1) + 1
+        return result
 
 
 @dataclass
@@ -69,13 +79,16 @@ class CaptionTokens:
     """Every caption's ids, with where each image's captions start and how many there are.
 
     ``tokens [captions, context]``; ``lengths [captions]`` up to and including
-    the end-of-text token; ``first [images]`` and ``counts [images]`` index
+    the end-of-text token (``negative_tokens``/``negative_lengths``: the same
+    for a false caption per caption, when the data has them); ``first [images]`` and ``counts [images]`` index
     image i's captions as rows ``first[i] .. first[i] + counts[i] - 1``.
     """
     tokens: torch.Tensor
     lengths: torch.Tensor
     first: torch.Tensor
     counts: torch.Tensor
+    negative_tokens: torch.Tensor | None = None    # [captions, context]: a false caption per caption, or None
+    negative_lengths: torch.Tensor | None = None
 
     def caption_rows(self, image_indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
         """One caption per image for this epoch: rows of ``tokens``."""

@@ -11,6 +11,15 @@ whatever the dataset size or resolution.
     >>> image, caption = data[0]          # uint8 [3, 32, 32], a str
     >>> images, captions = data.tensors() # uint8 [4, 3, 32, 32], 4 strs
 
+Two objects (``max_shapes=2``). A scene with two shapes lays them out one
+per half of the picture, side by side or one above the other, and its caption
+binds each colour to its shape and often names the relation: "a red circle to
+the left of a blue square.", "a blue square is right of a red circle.", "a
+green cross above a pink diamond." (see ``relations.py``). The two differ in
+colour *and* shape, so swapping their colours or their places always gives a
+false caption: the probes and the hard negatives of chapter 09 are built that
+way. Two objects need more pixels than one: at 32 px each is 8-13 px across.
+
 Zero-shot. A few colour x shape combinations (``HELD_OUT``) never appear in
 the training split. The ``"zeroshot"`` split holds only those, one shape per
 image, each labelled with its index in ``CLASSNAMES`` (all 30 combinations,
@@ -23,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
+
+from . import relations
 
 #: Colour names and their RGB values (far apart, so a 32-pixel image can tell them).
 COLOURS = {
@@ -77,6 +88,8 @@ def sample_scene(rng: np.random.Generator, split: str = "train", max_shapes: int
     """
     background = str(rng.choice(list(BACKGROUNDS)))
     count = 1 if split == "zeroshot" else int(rng.integers(1, max_shapes + 1))
+    if count == 2:
+        return sample_pair_scene(rng, background)
     objects, tries = [], 0
     while len(objects) < count:
         tries += 1
@@ -97,6 +110,36 @@ def sample_scene(rng: np.random.Generator, split: str = "train", max_shapes: int
             continue  # overlapping: draw again (after 500 tries, e.g. with a small spread, let them overlap)
         objects.append(dict(colour=colour, shape=shape, size=size, radius=radius, x=x, y=y))
     return dict(background=background, objects=objects)
+
+
+def sample_pair_scene(rng: np.random.Generator, background: str | None = None) -> dict:
+    """Two shapes, one in each half of the picture (left/right or top/bottom), never overlapping.
+
+    They differ in colour and in shape, and neither they nor their colours
+    swapped make a held-out pair (in either ``heldout`` mode: a pair caption,
+    true or false, always names both attributes), so single-object zero-shot
+    stays a test of pairs never seen or read. ``axis`` says
+    which relation the scene shows: ``"horizontal"`` (left of / right of) or
+    ``"vertical"`` (above / below). Each shape sits 0.22-0.27 of the side from
+    the centre along the axis, and its radius is at most 0.21: they never touch.
+    """
+    background = background or str(rng.choice(list(BACKGROUNDS)))
+    axis = "horizontal" if rng.random() < 0.5 else "vertical"
+    allowed = [pair for pair in CLASSES if pair not in HELD_OUT]
+    while True:
+        first, second = (allowed[int(i)] for i in rng.choice(len(allowed), size=2, replace=False))
+        swapped = ((first[0], second[1]), (second[0], first[1]))   # what swapping their colours would name
+        if first[0] != second[0] and first[1] != second[1] and not any(pair in HELD_OUT for pair in swapped):
+            break
+    objects = []
+    for side, (colour, shape) in zip((-1, 1), (first, second)):
+        size = str(rng.choice(SIZES))
+        radius = (0.13 if size == "small" else 0.19) * float(rng.uniform(0.9, 1.1))
+        along = 0.5 + side * float(rng.uniform(0.22, 0.27))      # left/top half, then right/bottom half
+        across = 0.5 + float(rng.uniform(-0.1, 0.1))
+        x, y = (along, across) if axis == "horizontal" else (across, along)
+        objects.append(dict(colour=colour, shape=shape, size=size, radius=radius, x=x, y=y))
+    return dict(background=background, objects=objects, axis=axis)
 
 
 def _polygon(shape: str, x: float, y: float, r: float) -> list[tuple[float, float]]:
@@ -157,6 +200,8 @@ def caption(scene: dict, rng: np.random.Generator, partial: float = 0.2) -> str:
             return size + (f"{obj['colour']} shape" if rng.random() < 0.5 else obj["shape"])
         return f"{size}{obj['colour']} {obj['shape']}"
     objects = scene["objects"]
+    if len(objects) == 2 and "axis" in scene:
+        return relations.text(relations.describe(scene, rng))
     if len(objects) > 1:
         return " and ".join(f"a {describe(o)}" for o in objects) + "."
     if rng.random() < partial or (objects[0]["colour"], objects[0]["shape"]) in HELD_OUT:
@@ -164,6 +209,52 @@ def caption(scene: dict, rng: np.random.Generator, partial: float = 0.2) -> str:
         return phrasing.format(**objects[0])
     phrasing = PHRASINGS[int(rng.integers(len(PHRASINGS)))]
     return phrasing.format(obj=describe(objects[0]), position=_position(objects[0]), background=scene["background"])
+
+
+def replace_attribute(text: str, rng: np.random.Generator) -> str | None:
+    """A false caption: one colour or shape word of ``text`` changed to another ("a red circle." -> "a red cross.").
+
+    False for every scene of this world: a one-shape caption then names a
+    colour or shape the shape does not have, and the two shapes of a pair
+    differ in colour and in shape, so the changed one names a shape that is
+    not there. Never writes a held-out pair. None if ``text`` names no colour or shape.
+
+    >>> replace_attribute("a photo of a green circle.", np.random.default_rng(0))
+    'a photo of a green diamond.'
+    """
+    words = text.rstrip(".").split()
+    slots = [i for i, word in enumerate(words) if word in COLOURS or word in SHAPES]
+    if not slots:
+        return None
+    while True:
+        at = slots[int(rng.integers(len(slots)))]
+        names = list(COLOURS) if words[at] in COLOURS else list(SHAPES)
+        names.remove(words[at])
+        changed = words[:at] + [names[int(rng.integers(len(names)))]] + words[at + 1:]
+        new = " ".join(changed) + "."
+        if not any(f"{colour} {shape}" in new for colour, shape in HELD_OUT):
+            return new
+
+
+def hard_negative(scene: dict, description: dict | None, text: str, rng: np.random.Generator,
+                  kinds: tuple[str, ...] = relations.KINDS) -> str:
+    """A false caption of ``scene`` close to its true caption ``text``: what hard-negative training contrasts.
+
+    A two-object caption (``description`` given) gets one of ``kinds`` that
+    fits it (``relations.perturb``); any other caption, or a pair caption no
+    kind fits (a conjunction when only relation swaps are asked for), gets one
+    attribute word replaced (:func:`replace_attribute`).
+    """
+    if description is not None:
+        fitting = relations.kinds_for(description, kinds)
+        for _ in range(100 if fitting else 0):   # a shuffle may put "red" next to "circle": draw again
+            false = relations.perturb(scene, description, fitting[int(rng.integers(len(fitting)))], rng)
+            if not any(f"{colour} {shape}" in false for colour, shape in HELD_OUT):
+                return false
+    replaced = replace_attribute(text, rng)
+    if replaced is None:   # every caption of this world names a colour or a shape
+        raise ValueError(f"no colour or shape to change in {text!r}: cannot build a false caption from it")
+    return replaced
 
 
 def off_palette(rng: np.random.Generator, background: str, min_distance: float = 90.0) -> tuple[int, int, int]:
@@ -248,23 +339,50 @@ class ShapesDataset(torch.utils.data.Dataset):
         obj = self.scene(index)[0]["objects"][0]
         return CLASSES.index((obj["colour"], obj["shape"]))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+    def draw(self, index: int) -> dict:
+        """Item ``index`` in full: ``scene``, ``description`` (two shapes; else None), ``caption``, ``pixels``."""
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} items")
         scene, rng = self.scene(index)
         scene, text = single_attribute_view(scene, rng, self.shape_only, self.colour_only)
+        description = None
+        if text is None and len(scene["objects"]) == 2:
+            description = relations.describe(scene, rng)
+            text = relations.text(description)
         text = text or caption(scene, rng, self.partial)
         pixels = render(scene, self.resolution, rng, self.noise)
-        return torch.from_numpy(pixels).permute(2, 0, 1), text   # uint8 [3, H, W]
+        return dict(scene=scene, description=description, caption=text,
+                    pixels=torch.from_numpy(pixels).permute(2, 0, 1))   # uint8 [3, H, W]
 
-    def tensors(self) -> tuple[torch.Tensor, list[str]]:
-        """Draw everything once: (uint8 [size, 3, H, W], captions). Training reads from this."""
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        item = self.draw(index)
+        return item["pixels"], item["caption"]
+
+    def negative(self, index: int, kinds: tuple[str, ...] = relations.KINDS) -> str:
+        """A false caption for item ``index``, close to its true one (:func:`hard_negative`).
+
+        Drawn from its own random stream, so asking for negatives never changes the images or captions.
+        """
+        item = self.draw(index)
+        rng = np.random.default_rng([self.seed, _SPLITS[self.split], index, 1])
+        return hard_negative(item["scene"], item["description"], item["caption"], rng, kinds)
+
+    def tensors(self, negatives: tuple[str, ...] | None = None):
+        """Draw everything once: (uint8 [size, 3, H, W], captions). Training reads from this.
+
+        ``negatives`` (perturbation kinds, e.g. ``relations.KINDS``): also a
+        false caption per image, returned third.
+        """
         images = torch.empty(self.size, 3, self.resolution, self.resolution, dtype=torch.uint8)
-        captions = []
+        captions, false = [], []
         for index in range(self.size):
-            images[index], text = self[index]
-            captions.append(text)
-        return images, captions
+            item = self.draw(index)
+            images[index] = item["pixels"]
+            captions.append(item["caption"])
+            if negatives is not None:
+                rng = np.random.default_rng([self.seed, _SPLITS[self.split], index, 1])
+                false.append(hard_negative(item["scene"], item["description"], item["caption"], rng, negatives))
+        return (images, captions) if negatives is None else (images, captions, false)
 
     def labels(self) -> torch.Tensor:
         return torch.tensor([self.label(i) for i in range(self.size)])
