@@ -179,3 +179,30 @@ def _windows_lock(path: Path, waiting: str | None, poll_seconds: float = 0.2):
             msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
     finally:
         os.close(fd)
+
+
+# ----------------------------------------------------------------------------- reading pickles safely
+def pickle_asks_for_code(err: BaseException) -> bool:
+    """Whether ``torch.load(..., weights_only=True)`` refused a file because its pickle asks for code.
+
+    torch's own message then advises retrying with ``weights_only=False``, which would run that code:
+    the course names the danger instead and never relays that advice.
+
+    >>> pickle_asks_for_code(Exception("Weights only load failed. Unsupported global: GLOBAL posix.system"))
+    True
+    >>> pickle_asks_for_code(Exception("PytorchStreamReader failed reading zip archive"))
+    False
+    """
+    return "unsupported global" in str(err).lower()
+
+
+def load_error_words(err: BaseException) -> str:
+    """``err`` in one line for a user, minus any advice to load with ``weights_only=False``.
+
+    >>> load_error_words(RuntimeError("failed reading zip archive: failed finding central directory"))
+    'RuntimeError: failed reading zip archive: failed finding central directory'
+    >>> load_error_words(Exception("Weights only load failed. Re-running with weights_only=False will work"))
+    'Exception'
+    """
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return type(err).__name__ + (f": {first}" if first and "weights_only" not in first else "")

@@ -48,6 +48,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .convert import CheckpointError, fetch_from_hub, looks_like_hub_id, read_weights_file, read_weights_folder
 from .download import download
+from .files import load_error_words, pickle_asks_for_code
 from .model import CLIP, CLIPConfig
 from .torchscript_archive import UnsafeArchiveError, is_torchscript_archive, read_torchscript_state_dict
 from .transforms import eval_transform
@@ -135,17 +136,18 @@ def read_state_dict(path: str | os.PathLike, trusted: bool = False) -> tuple[dic
     except CheckpointError:
         raise
     except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):   # garbage bytes fail as unpickling too
-            raise CheckpointError(f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {err}. The file "
-                                  f"is probably truncated or corrupt: delete it and fetch it again.") from err
+        if not pickle_asks_for_code(err):   # garbage bytes fail as unpickling too
+            raise CheckpointError(f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: "
+                                  f"{load_error_words(err)}. The file is probably truncated or corrupt: delete it "
+                                  f"and fetch it again.") from None
         raise CheckpointError(f"could not read {path}: its pickle asks for Python objects beyond tensors (it could "
                               f"run code when opened), so it was refused unopened. Only load files from sources "
                               f"you trust; a .safetensors copy cannot hold code.") from None
     except Exception as err:  # torch raises a zoo of types for damaged files
         raise CheckpointError(
-            f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}\nThe file is probably truncated or corrupt "
-            f"(an interrupted copy or download): delete it and fetch it again.") from err
+            f"could not read {path} ({size:,} bytes) as a PyTorch checkpoint: {load_error_words(err)}\nThe file "
+            f"is probably truncated or corrupt (an interrupted copy or download): delete it and fetch it again."
+        ) from None
     model_config = None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from .errors import ArchitectureMismatchError, CourseError, TrainingError
-from .files import atomic_write
+from .files import atomic_write, load_error_words, pickle_asks_for_code
 from .model import CLIP, CLIPConfig
 from .objectives import CLIPWithObjective
 from .tokenizer import Tokenizer
@@ -93,7 +93,12 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # pickle errors, truncated zip archives, ...
-        raise NotATrainingCheckpoint(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). "
+        if pickle_asks_for_code(err):
+            raise NotATrainingCheckpoint(f"{path} was refused unopened: its pickle asks for Python objects beyond "
+                                         "tensors (it could run code when opened), which no checkpoint of "
+                                         "`clip-from-scratch pretrain` does. Only load files from sources you "
+                                         "trust.") from None
+        raise NotATrainingCheckpoint(f"{path} is not a readable checkpoint ({load_error_words(err)}). "
                                      "Was the copy interrupted? Train again or use another file.") from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:

@@ -151,3 +151,22 @@ def test_compiled_and_ddp_prefixes_are_dropped(tmp_path):
         torch.save({prefix + k: v for k, v in state_dict.items()}, path)
         read, _ = openai_weights.read_state_dict(path)
         assert list(read) == list(state_dict), prefix
+
+
+def test_a_pickle_that_asks_for_code_never_gets_torchs_weights_only_false_advice(tmp_path, capsys):
+    """torch advises retrying with weights_only=False, which would run the code: never relayed."""
+    import os
+
+    from clip_from_scratch.cli import main
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil(), "model_config": {}, "tokenizer": {}, "step": 0}, evil)
+    for flag in ("--weights", "--checkpoint"):
+        assert main(["zeroshot", flag, str(evil), "--data", "shapes", "--device", "cpu", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "weights_only=False" not in err and "could run code" in err, err
+    assert not (tmp_path / "ran").exists()
