@@ -223,17 +223,10 @@ def test_chapter07_checks_accept_solutions_and_explain_mistakes(capsys):
     from clip_from_scratch.model import NON_PARAMETER_KEYS
     keys = ("vision_width", "vision_patch_size", "vision_layers", "image_resolution")
 
-    def top5(image_features, text_features, classnames):
-        p = (100 * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T).softmax(dim=-1)
-        values, indices = p.topk(5)
-        return [(classnames[i], v) for v, i in zip(values.tolist(), indices.tolist())]
-
     assert ch07.check_vision_config(lambda sd: {k: getattr(CLIPConfig.from_state_dict(sd), k) for k in keys})
     assert ch07.check_count_parameters(lambda sd: sum(t.numel() for k, t in sd.items() if k not in NON_PARAMETER_KEYS))
-    assert ch07.check_top5(top5)
     assert not ch07.check_count_parameters(lambda sd: sum(t.numel() for t in sd.values()))
     assert "not parameters" in capsys.readouterr().out
-    assert not ch07.check_top5(lambda i, t, c: [(c[0], 1.0)] * 5)
     assert not ch07.check_vision_config(lambda sd: None)
     assert "[TODO]" in capsys.readouterr().out
 

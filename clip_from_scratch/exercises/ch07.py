@@ -99,29 +99,3 @@ def check_count_parameters(count_parameters) -> bool:
                   "Interacting_with_CLIP notebook prints).",
                   f"got {got:,}, expected {want:,}: sum tensor.numel() over the tensors, except the "
                   f"three non-parameter entries.")
-
-
-def check_top5(top5) -> bool:
-    """``top5(image_features [D], text_features [C, D], classnames) -> [(name, probability)] * 5``, best first."""
-    generator = torch.Generator().manual_seed(7)
-    classnames = [f"class {i}" for i in range(12)]
-    image_features = torch.randn(16, generator=generator)
-    text_features = torch.randn(12, 16, generator=generator) * torch.rand(12, 1, generator=generator)
-    similarity = (100 * torch.nn.functional.normalize(image_features, dim=-1)
-                  @ torch.nn.functional.normalize(text_features, dim=-1).T).softmax(dim=-1)
-    values, indices = similarity.topk(5)
-    want = [(classnames[i], v) for v, i in zip(values.tolist(), indices.tolist())]
-    got, verdict = attempt(top5, image_features.clone(), text_features.clone(), classnames)
-    if verdict is not None:
-        return verdict
-    try:
-        got = [(name, float(p)) for name, p in got]
-    except Exception as err:  # noqa: BLE001 - a float, a tensor, pairs of the wrong kind
-        return report(False, "", f"return five (name, probability) pairs; got {type(got).__name__} ({err}).")
-    if [n for n, _ in got] != [n for n, _ in want]:
-        return report(False, "", f"the classes differ: yours {[n for n, _ in got]}, expected "
-                      f"{[n for n, _ in want]}. Did you L2-normalise both sides before the product?")
-    close = all(abs(g - w) < 1e-4 for (_, g), (_, w) in zip(got, want))
-    return report(close, "the seed's top-5 recipe: normalise, scale by 100, softmax, topk.",
-                  "right classes, wrong probabilities: scale the cosine similarities by 100 before "
-                  "the softmax, and softmax over all classes (not just the top 5).")
