@@ -21,7 +21,7 @@ softmax are computed in float32 (in bfloat16, logits of 100 carry errors of
 is read every ``log_every`` steps.
 
 The seam for other objectives. What is trained and what it is scored
-against is an *objective* (``OBJECTIVES``, chosen by :func:`objective_for`
+against is an *objective* (``OBJECTIVE_CLASSES``, chosen by :func:`objective_for`
 from the config), with four methods:
 
 * ``build_model(config, vocab_size) -> nn.Module`` — the model the optimizer trains;
@@ -32,7 +32,7 @@ from the config), with four methods:
 :class:`Contrastive` is CLIP's. A batch is a :class:`Batch` (images, text,
 ``eot_index``, and ``extra`` tensors an objective may need, e.g. hard
 negative captions), made by :func:`make_batch`. A new objective is one
-class and one ``OBJECTIVES`` entry; a new setting is one ``TrainConfig`` field.
+class and one ``OBJECTIVE_CLASSES`` entry; a new setting is one ``TrainConfig`` field.
 
 The data is anything with uint8 images and captions per image
 (``data/pairs.py``): the offline shapes set or COCO (``train_data.py``).
@@ -275,9 +275,9 @@ class HardNegatives(Contrastive):
                                   distributed=distributed)
 
 
-#: Every objective by name (``TrainConfig.objective``); ``--hard-negatives`` turns contrastive into
-#: :class:`HardNegatives`.
-OBJECTIVES = {"contrastive": Contrastive, "bow": PredictTheCaption, "captioning": PredictTheCaption}
+#: The class behind each objective name (``objectives.OBJECTIVES``, ``TrainConfig.objective``);
+#: ``--hard-negatives`` turns contrastive into :class:`HardNegatives`.
+OBJECTIVE_CLASSES = {"contrastive": Contrastive, "bow": PredictTheCaption, "captioning": PredictTheCaption}
 
 
 def objective_for(config: TrainConfig):
@@ -288,7 +288,7 @@ def objective_for(config: TrainConfig):
     """
     if config.hard_negatives:   # TrainConfig allows it with the contrastive objective only
         return HardNegatives(config)
-    return OBJECTIVES[config.objective](config)
+    return OBJECTIVE_CLASSES[config.objective](config)
 
 
 def batch_loss(net: nn.Module, batch: Batch, amp_dtype: torch.dtype | None, distributed: bool = False,
